@@ -1,0 +1,37 @@
+# Two commands do everything: `make demo` and `make test`. Both create .venv when missing.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test install ui bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@scripts/check_java.sh
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	# The Spark provider drags in pyspark-client, which shadows pyspark's files; the full
+	# pyspark (with its JVM jars) must be the one on disk for local and standalone Spark.
+	$(BIN)/pip install -q --force-reinstall --no-deps "$$(grep '^pyspark==' constraints.txt)"
+	@touch $@
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	@scripts/check_java.sh
+	$(BIN)/mer demo
+
+test: $(STAMP)
+	@scripts/check_java.sh
+	$(BIN)/python -m pytest -q
+
+ui: $(STAMP)
+	scripts/airflow_ui.sh
+
+bench: $(STAMP)
+	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf var airflow_home .pytest_cache

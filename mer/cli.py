@@ -1,0 +1,226 @@
+"""``mer``: one subcommand per pipeline stage. The Airflow DAG calls the same functions.
+
+Stage modules are imported inside each command so ``mer --help`` stays instant and a
+stage's heavy dependencies (pyspark, torch, faiss) load only when that stage runs.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from mer.config import MerConfig, load_config
+from mer.errors import MerError, validate_ds
+
+app = typer.Typer(help="MER: multi-embedding retrieval pipeline", no_args_is_help=True, add_completion=False)
+ingest_app = typer.Typer(help="Convert a public dataset into the raw input contract", no_args_is_help=True)
+app.add_typer(ingest_app, name="ingest")
+
+DsOpt = Annotated[Optional[str], typer.Option("--ds", help="logical date YYYY-MM-DD (default: generator end date)")]
+RootOpt = Annotated[Optional[Path], typer.Option("--root", help="data root (default: MER_ROOT or ./var)")]
+
+
+def _cfg(root: Optional[Path]) -> MerConfig:
+    return load_config(root=root) if root else load_config()
+
+
+def _ds(cfg: MerConfig, ds: Optional[str]) -> str:
+    return validate_ds(ds or cfg.generate.end_ds.isoformat())
+
+
+def _emit(result: object) -> None:
+    if result is not None:
+        typer.echo(json.dumps(result, indent=2, default=str))
+
+
+@app.command()
+def generate(
+    root: RootOpt = None,
+    seed: Annotated[Optional[int], typer.Option(help="override the generator seed")] = None,
+    users: Annotated[Optional[int], typer.Option(help="number of users")] = None,
+    items: Annotated[Optional[int], typer.Option(help="number of items")] = None,
+    large: Annotated[bool, typer.Option("--large", help="millions of events (benchmarks)")] = False,
+) -> None:
+    """Write 15 days of seeded synthetic logs in the raw input contract."""
+    from mer.datagen.synthetic import generate as run
+
+    cfg = _cfg(root)
+    overrides = {k: v for k, v in {"seed": seed, "n_users": users, "n_items": items}.items() if v is not None}
+    if overrides:
+        cfg.generate = cfg.generate.model_copy(update=overrides)
+    _emit(run(cfg, large=large))
+
+
+@ingest_app.command("movielens")
+def ingest_movielens(
+    path: Annotated[Path, typer.Argument(help="folder with ratings.csv and movies.csv")],
+    root: RootOpt = None,
+) -> None:
+    """MovieLens latest-small -> raw contract (research use only; see its README.txt)."""
+    from mer.datagen.movielens import ingest
+
+    _emit(ingest(_cfg(root), path))
+
+
+@app.command()
+def validate(ds: DsOpt = None, root: RootOpt = None) -> None:
+    """Stage 1: validate raw partitions of the window; quarantine bad rows."""
+    from spark_jobs.validate_raw import run
+
+    cfg = _cfg(root)
+    _emit(run(cfg, _ds(cfg, ds)))
+
+
+@app.command()
+def build(ds: DsOpt = None, root: RootOpt = None) -> None:
+    """Stage 2: cr_triples, training_examples, item_frequency, eval_corpus (Spark)."""
+    from spark_jobs.training_data import run
+
+    cfg = _cfg(root)
+    _emit(run(cfg, _ds(cfg, ds)))
+
+
+@app.command()
+def check(
+    stage: Annotated[str, typer.Argument(help="raw | training | embeddings")],
+    ds: DsOpt = None,
+    root: RootOpt = None,
+) -> None:
+    """Run a Great Expectations gate; fails listing the failed expectations."""
+    from mer.quality.gates import run
+
+    cfg = _cfg(root)
+    _emit(run(cfg, _ds(cfg, ds), stage))
+
+
+@app.command()
+def train(
+    model: Annotated[str, typer.Option("--model", help="dcm | cr | single | mind | sa | token")] = "dcm",
+    variant: Annotated[Optional[str], typer.Option(help="cr: source | item; dcm: no-vafpi | no-sar | k2 | k4")] = None,
+    ds: DsOpt = None,
+    root: RootOpt = None,
+) -> None:
+    """Stage 3: train one user tower (+ item tower) on training_examples."""
+    from model.train import run
+
+    cfg = _cfg(root)
+    _emit(run(cfg, _ds(cfg, ds), model, variant))
+
+
+@app.command()
+def evaluate(ds: DsOpt = None, root: RootOpt = None) -> None:
+    """Stage 4: HR@K (max over embeddings), filtered HR, segments, served merge -> eval_metrics."""
+    from model.evaluate import run
+
+    cfg = _cfg(root)
+    _emit(run(cfg, _ds(cfg, ds)))
+
+
+@app.command()
+def compare(ds: DsOpt = None, root: RootOpt = None) -> None:
+    """All models + DCM ablations (VA-FPI, SAR, K) on the same data; prints one table."""
+    from model.compare import run
+
+    cfg = _cfg(root)
+    _emit(run(cfg, _ds(cfg, ds)))
+
+
+@app.command()
+def infer(ds: DsOpt = None, root: RootOpt = None) -> None:
+    """Stage 5: bulk item-tower inference over the catalog (Spark) -> item_embeddings."""
+    from spark_jobs.item_inference import run
+
+    cfg = _cfg(root)
+    _emit(run(cfg, _ds(cfg, ds)))
+
+
+@app.command("build-index")
+def build_index(
+    ds: DsOpt = None,
+    shard: Annotated[Optional[int], typer.Option(help="build one shard only (default: all)")] = None,
+    root: RootOpt = None,
+) -> None:
+    """Stage 6: FAISS index shards from item_embeddings."""
+    from index_builder.build import run
+
+    cfg = _cfg(root)
+    _emit(run(cfg, _ds(cfg, ds), shard))
+
+
+@app.command("recall-gate")
+def recall_gate(ds: DsOpt = None, root: RootOpt = None) -> None:
+    """Recall@K of each shard and of the merge vs exact search; fails below target."""
+    from index_builder.recall import run
+
+    cfg = _cfg(root)
+    _emit(run(cfg, _ds(cfg, ds)))
+
+
+@app.command()
+def publish(
+    ds: DsOpt = None,
+    run_id: Annotated[str, typer.Option("--run-id")] = "manual",
+    root: RootOpt = None,
+) -> None:
+    """Stage 7: upload shards, user towers, manifest (last), then LATEST."""
+    from index_builder.publish import run
+
+    cfg = _cfg(root)
+    _emit(run(cfg, _ds(cfg, ds), run_id))
+
+
+@app.command()
+def rollback(root: RootOpt = None) -> None:
+    """Point LATEST at the previous good version."""
+    from index_builder.publish import rollback as run
+
+    _emit(run(_cfg(root)))
+
+
+@app.command()
+def query(
+    user: Annotated[int, typer.Option("--user", help="user id")],
+    k: Annotated[int, typer.Option(help="candidates to print")] = 20,
+    ds: DsOpt = None,
+    root: RootOpt = None,
+) -> None:
+    """A user's merged candidates from the published index, with the embedding each came from."""
+    from index_builder.reader import query_user
+
+    cfg = _cfg(root)
+    query_user(cfg, user, k=k, ds=ds)
+
+
+@app.command()
+def sql(
+    statement: Annotated[str, typer.Argument(help="SQL over the produced tables (DuckDB)")],
+    root: RootOpt = None,
+) -> None:
+    """Query any produced table with DuckDB, e.g. mer sql "SELECT count(*) FROM cr_triples"."""
+    from mer.sql import run
+
+    run(_cfg(root), statement)
+
+
+@app.command()
+def demo(ds: DsOpt = None, root: RootOpt = None) -> None:
+    """The main job: generate logs if absent, start a local S3 endpoint, run the whole DAG."""
+    from mer.demo import run
+
+    cfg = _cfg(root)
+    _emit(run(cfg, _ds(cfg, ds)))
+
+
+def main() -> None:
+    try:
+        app()
+    except MerError as err:
+        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

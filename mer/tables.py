@@ -1,0 +1,77 @@
+"""Parquet partitions written and read outside Spark (generator, trainer, evaluator, index).
+
+Layout is Hive-style ``<table_dir>/ds=YYYY-MM-DD/part-*.parquet`` so Spark, DuckDB and
+pyarrow datasets all read the same files. A partition is written into a temporary sibling
+folder and swapped in with a rename, so a reader never sees half of it and a re-run
+replaces that partition only.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+
+from mer.errors import ContractError, validate_ds
+
+
+def partition_dir(table_dir: Path, ds: str) -> Path:
+    return Path(table_dir) / f"ds={validate_ds(ds)}"
+
+
+def list_partitions(table_dir: Path) -> list[str]:
+    """Sorted ds values that have a committed partition (temporary folders are ignored)."""
+    table_dir = Path(table_dir)
+    if not table_dir.is_dir():
+        return []
+    return sorted(p.name[3:] for p in table_dir.iterdir() if p.is_dir() and p.name.startswith("ds="))
+
+
+def latest_partition(table_dir: Path, ds: str) -> str:
+    """Latest snapshot partition at or before ``ds``."""
+    parts = [p for p in list_partitions(table_dir) if p <= ds]
+    if not parts:
+        raise ContractError(f"table {Path(table_dir).name}: no partition at or before ds={ds} in {table_dir}")
+    return parts[-1]
+
+
+def write_partition(table_dir: Path, ds: str, table: pa.Table, *, rows_per_file: int = 1_000_000) -> Path:
+    """Atomically replace partition ``ds`` of ``table_dir`` with ``table``."""
+    final = partition_dir(table_dir, ds)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        n = max(table.num_rows, 1)
+        for i, start in enumerate(range(0, n, rows_per_file)):
+            pq.write_table(table.slice(start, rows_per_file), tmp / f"part-{i:05d}.parquet", compression="zstd")
+        old = None
+        if final.exists():
+            old = final.parent / f".old-{final.name}-{uuid.uuid4().hex[:8]}"
+            os.replace(final, old)
+        os.replace(tmp, final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def read_partition(table_dir: Path, ds: str, columns: list[str] | None = None) -> pa.Table:
+    path = partition_dir(table_dir, ds)
+    if not path.is_dir():
+        raise ContractError(f"table {Path(table_dir).name}: partition ds={ds} is missing ({path})")
+    return pq.read_table(path, columns=columns)
+
+
+def partition_dataset(table_dir: Path, ds: str) -> pads.Dataset:
+    """A lazy dataset over one partition, for streaming record batches."""
+    path = partition_dir(table_dir, ds)
+    if not path.is_dir():
+        raise ContractError(f"table {Path(table_dir).name}: partition ds={ds} is missing ({path})")
+    return pads.dataset(path, format="parquet")
