@@ -25,7 +25,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 class GenerateConfig(BaseModel):
-    """Synthetic log generator (``mer generate``)."""
+    """Synthetic log generator (``mer generate``) and the MovieLens adapter's day mapping (end_ds, days)."""
 
     seed: int = 7
     end_ds: date = date(2026, 1, 15)
@@ -33,7 +33,9 @@ class GenerateConfig(BaseModel):
     n_users: int = 1500
     n_items: int = 6000
     n_topics: int = 16
-    subinterests_per_topic: int = 4
+    # Many fine sub-interests (256) in a 32-d pretrained space: a single mean embedding of several interests
+    # lands among unrelated ones, which is what multi-embedding retrieval fixes.
+    subinterests_per_topic: int = 16
     pretrained_dim: int = 32
     n_categories: int = 64
     n_creators: int = 500
@@ -41,9 +43,27 @@ class GenerateConfig(BaseModel):
     max_interests: int = 8
     core_user_fraction: float = 0.3
     requests_per_day_core: float = 3.0
-    requests_per_day_noncore: float = 0.6
+    requests_per_day_noncore: float = 0.35
     slate_size: int = 12
     invalid_feature_fraction: float = 0.03
+    # --- planted structure (mer/datagen/synthetic.py explains each) ---
+    interest_zipf: float = 0.8  # user interest weights ~ rank^-a x Gamma noise: a dominant head, a torso and a tail
+    topic_spread: float = 0.6  # sub-interest centroid = topic direction + spread x own direction (siblings stay close)
+    embedding_noise: float = 0.5  # item pretrained embedding = centroid + noise (relative norm)
+    popularity_sigma: float = 1.0  # lognormal item popularity: skewed, so logQ correction matters
+    followed_slots: int = 3  # per slate; the rest: collaborative, popular, fresh (retriever_mix)
+    retriever_mix: list[float] = Field(default_factory=lambda: [0.6, 0.2, 0.2])  # collaborative, popular, fresh
+    secondary_topic_serve: float = 0.3  # followed-topic retriever: share served through an item's secondary topic
+    sibling_explore: float = 0.15  # collaborative retriever: share from a sibling sub-interest of an interest
+    dormant_follow_prob: float = 0.7  # user follows a long-term topic that is absent from organic engagement
+    click_rate: float = 0.22  # P(click | on-interest item); x relevance and the user's propensity
+    save_rate: float = 0.08
+    hide_rate: float = 0.12  # P(hide | off-interest item)
+    noncore_propensity: float = 0.5  # non-core users also engage less per impression
+    duplicate_fraction: float = 0.001  # at-least-once logging: re-sent engagement rows (same event_id)
+    snapshots: Literal["daily", "ends"] = "daily"  # snapshot tables for every day, or first + last day only
+    large_users: int = 60_000  # --large: >= 10M events over the window
+    large_items: int = 1_000_000
 
     def start_ds(self) -> date:
         return self.end_ds - timedelta(days=self.days - 1)
@@ -66,9 +86,14 @@ class BuildConfig(BaseModel):
     core_saves_per_28d: int = 4
     spark_master: str = "local[2]"
     shuffle_partitions: int = 4
+    # Great Expectations runs on pandas: tables above this many rows are checked on a seeded sample.
+    gx_max_rows: int = 500_000
+    gx_sample_seed: int = 11
 
 
 class TrainConfig(BaseModel):
+    """Towers, loss and the training loop (model/)."""
+
     seed: int = 13
     embed_dim: int = 64
     k_im: int = 7
@@ -86,6 +111,15 @@ class TrainConfig(BaseModel):
     sar: bool = True
     preset: Literal["cpu", "paper"] = "cpu"
     num_threads: int | None = None
+    field_dim: int = 32  # every input field is projected to this width (DHEN fields, Eq 4 inputs)
+    hidden_dim: int = 128
+    cat_buckets: int = 1024  # category ids hashed into this many buckets
+    creator_buckets: int = 4096  # creator ids hashed (long tail, unseen creators at serving)
+    gumbel_tau: float = 1.0  # straight-through Gumbel softmax (SA / interest-token, paper 3.2.4)
+    shuffle_buffer: int = 8192  # rows in the deterministic shuffling buffer
+    early_stop_records: int = 1500  # eval records scored after each epoch for early stopping
+    pinnersage_decay_per_day: float = 0.1  # lambda in importance = sum exp(-lambda * age_days)
+    pinnersage_max_clusters: int | None = None  # default k_im
 
 
 class EvalConfig(BaseModel):
@@ -96,12 +130,14 @@ class EvalConfig(BaseModel):
     bless_tolerance: float = 0.02
     candidate_model: str = "dcm"
     baseline_model: str = "single"
+    diversity_k: int = 100  # retrieved-set size for topic diversity and implicit/explicit overlap
+    seed: int = 29  # sampling of eval records and of the K_ex followed topics
 
 
 class IndexConfig(BaseModel):
     shards: int = 2
     index_key: str = "auto"
-    memory_budget_mb: int = 512
+    memory_budget_mb: float = 512  # one model's shards together; a shard gets budget / shards
     recall_k: int = 100
     recall_target: float = 0.95
     recall_queries: int = 500

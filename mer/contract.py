@@ -151,7 +151,14 @@ EVAL_METRICS = pa.schema(
     ]
 )
 
+# Validated logs (stage 1 output, what the build reads): the raw columns + the event's day.
+# For source_interest_log the event day is its raw partition (the serving day).
+CLEAN_ENGAGEMENT_LOG = ENGAGEMENT_LOG.append(pa.field("event_date", pa.string()))
+CLEAN_SOURCE_INTEREST_LOG = SOURCE_INTEREST_LOG.append(pa.field("event_date", pa.string()))
+
 DERIVED_TABLES: dict[str, pa.Schema] = {
+    "clean_engagement_log": CLEAN_ENGAGEMENT_LOG,
+    "clean_source_interest_log": CLEAN_SOURCE_INTEREST_LOG,
     "quarantine": QUARANTINE,
     "cr_triples": CR_TRIPLES,
     "training_examples": TRAINING_EXAMPLES,
