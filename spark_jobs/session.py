@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 from mer.config import MerConfig
 
@@ -15,6 +16,9 @@ def get_spark(cfg: MerConfig, app_name: str = "mer"):
     """
     from pyspark.sql import SparkSession
 
+    # Python workers (UDFs, mapInArrow) must run this interpreter, with pyarrow/torch installed,
+    # not whatever `python3` is first on PATH.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = SparkSession.builder.appName(app_name)
     if not os.environ.get("SPARK_SUBMIT_MODE") and "spark.master" not in os.environ.get("PYSPARK_SUBMIT_ARGS", ""):
         builder = builder.master(os.environ.get("MER_SPARK_MASTER", cfg.build.spark_master))
