@@ -1,0 +1,62 @@
+"""Blessing: the candidate must beat the baseline and must not regress against the last blessed model.
+
+    candidate HR@K >= baseline HR@K * (1 + bless_margin)             (relative margin)
+    candidate HR@K >= last blessed HR@K * (1 - bless_tolerance)      (no regression)
+K is the first of cfg.eval.ks. The registry (cfg.artifacts_dir/blessed.json) changes only when blessed.
+MER_BLESS_FORCE_FAIL=1 forces a non-blessed outcome (tests, drills).
+"""
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime, timezone
+
+from mer.config import MerConfig
+from mer.errors import MerError, validate_ds
+from mer.tables import read_partition
+
+REGISTRY = "blessed.json"
+
+
+def metric_value(table, model: str, metric: str, segment: str = "all") -> float | None:
+    name, _, variant = model.partition("-")
+    df = table.to_pandas()
+    m = df[(df.model == name) & (df.variant == variant) & (df.metric == metric) & (df.segment == segment)]
+    return float(m.value.iloc[0]) if len(m) else None
+
+
+def decide(candidate: float, baseline: float, last: float | None, margin: float, tolerance: float) -> tuple[bool, str]:
+    if candidate < baseline * (1 + margin):
+        return False, f"candidate {candidate:.4f} does not beat baseline {baseline:.4f} by {margin:.1%}"
+    if last is not None and candidate < last * (1 - tolerance):
+        return False, f"candidate {candidate:.4f} regresses more than {tolerance:.1%} vs last blessed {last:.4f}"
+    return True, f"candidate {candidate:.4f} vs baseline {baseline:.4f}" + (f", last blessed {last:.4f}" if last else "")
+
+
+def run(cfg: MerConfig, ds: str) -> dict:
+    validate_ds(ds)
+    e = cfg.eval
+    metric = f"hr@{e.ks[0]}"
+    table = read_partition(cfg.table("eval_metrics"), ds)
+    cand = metric_value(table, e.candidate_model, metric)
+    base = metric_value(table, e.baseline_model, metric)
+    if cand is None or base is None:
+        missing = e.candidate_model if cand is None else e.baseline_model
+        raise MerError(f"table eval_metrics: no {metric} for model {missing!r} in ds={ds}: train and evaluate it first")
+    path = cfg.artifacts_dir / REGISTRY
+    registry = json.loads(path.read_text()) if path.is_file() else {"history": []}
+    last = registry.get("current", {}).get("value")
+    blessed, reason = decide(cand, base, last, e.bless_margin, e.bless_tolerance)
+    if os.environ.get("MER_BLESS_FORCE_FAIL") == "1":
+        blessed, reason = False, "forced by MER_BLESS_FORCE_FAIL=1"
+    if blessed:
+        entry = {"ds": ds, "model": e.candidate_model, "metric": metric, "value": cand,
+                 "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        registry["current"] = entry
+        registry["history"] = (registry.get("history", []) + [entry])[-50:]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(registry, indent=2))
+        tmp.replace(path)
+    return {"blessed": blessed, "reason": reason, "metric": metric, "candidate": cand, "baseline": base,
+            "last_blessed": last}

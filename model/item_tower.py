@@ -1,0 +1,120 @@
+"""Shared building blocks and the item tower psi(i).
+
+TowerConfig is saved as config.json next to the weights, so serving rebuilds the exact modules.
+Every item (a history slot or a candidate) is described by the same fields: pretrained embedding
+(zeroed, with a missing flag, when invalid), hashed category, hashed creator, primary topic.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass
+class TowerConfig:
+    model: str = "dcm"
+    variant: str | None = None
+    pre_dim: int = 32
+    n_topics: int = 16  # topic vocab size (index 0 = none)
+    cat_buckets: int = 1024
+    creator_buckets: int = 4096
+    field_dim: int = 32
+    hidden_dim: int = 128
+    dim: int = 64  # output embedding dim d
+    k: int = 1  # embeddings per user (K_im for implicit towers; 1 per condition for CR)
+    routing_iters: int = 3
+    history_len: int = 50
+    va_fpi: bool = True
+    sar: bool = True
+    gumbel_tau: float = 1.0
+    seed: int = 13
+    # DHEN feature crossing (appendix A); "cpu" preset by default, "paper" sizes in PRESETS
+    dhen_layers: int = 1
+    dhen_dim: int = 32
+    dhen_heads: int = 2
+    dhen_mlp: int = 128
+    masknet_blocks: int = 2
+    masknet_hidden: int = 64
+    masknet_ratio: float = 0.5
+    topic_vocab: list[int] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+DHEN_PRESETS = {
+    # appendix A: 2-layer transformer (256 dims, 4 heads) + 2-layer MLP (1024); 4-block MaskNet (128, 0.5) + MLP (1024)
+    "paper": dict(dhen_layers=2, dhen_dim=256, dhen_heads=4, dhen_mlp=1024, masknet_blocks=4, masknet_hidden=128,
+                  masknet_ratio=0.5),
+    "cpu": dict(dhen_layers=1, dhen_dim=32, dhen_heads=2, dhen_mlp=128, masknet_blocks=2, masknet_hidden=64,
+                masknet_ratio=0.5),
+}
+
+
+def mlp(d_in: int, hidden: int, d_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(d_in, hidden), nn.GELU(), nn.Linear(hidden, d_out))
+
+
+def squash(v: torch.Tensor, eps: float = 1e-9) -> torch.Tensor:
+    """Eq 3: squash(v) = |v|^2 / (1 + |v|^2) * v / |v|."""
+    sq = (v * v).sum(-1, keepdim=True)
+    return sq / (1.0 + sq) * v / torch.sqrt(sq + eps)
+
+
+def masked_softmax(logits: torch.Tensor, mask: torch.Tensor, dim: int) -> torch.Tensor:
+    """Softmax over allowed entries; a slice with nothing allowed gives zeros (not NaN)."""
+    logits = logits.masked_fill(~mask, -1e9)
+    w = torch.softmax(logits, dim=dim) * mask
+    return w / w.sum(dim, keepdim=True).clamp_min(1e-9)
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over dim 1 of [B, L, d] where mask [B, L]."""
+    m = mask.unsqueeze(-1).to(x.dtype)
+    return (x * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+
+class ItemFields(nn.Module):
+    """Item input fields, each projected to field_dim: [..., 4, field_dim]."""
+
+    n_fields = 4
+
+    def __init__(self, c: TowerConfig):
+        super().__init__()
+        self.pre = nn.Linear(c.pre_dim + 1, c.field_dim)  # + missing flag
+        self.cat = nn.Embedding(c.cat_buckets + 1, c.field_dim)
+        self.creator = nn.Embedding(c.creator_buckets + 1, c.field_dim)
+        self.topic = nn.Embedding(c.n_topics + 1, c.field_dim)
+
+    def forward(self, pre, missing, cat, creator, topic) -> torch.Tensor:
+        p = self.pre(torch.cat([pre, missing.unsqueeze(-1)], dim=-1))
+        return torch.stack([p, self.cat(cat), self.creator(creator), self.topic(topic)], dim=-2)
+
+
+class Summarize(nn.Module):
+    """Eq 4: e_i = W2^T GELU(W1^T concat(f_i1, ..., f_iN))."""
+
+    def __init__(self, c: TowerConfig):
+        super().__init__()
+        self.fields = ItemFields(c)
+        self.mlp = mlp(ItemFields.n_fields * c.field_dim, c.hidden_dim, c.dim)
+
+    def forward(self, pre, missing, cat, creator, topic) -> torch.Tensor:
+        f = self.fields(pre, missing, cat, creator, topic)
+        return self.mlp(f.flatten(-2))
+
+
+class ItemTower(nn.Module):
+    """psi(i): item fields -> MLP -> L2-normalised [.., d]."""
+
+    def __init__(self, c: TowerConfig):
+        super().__init__()
+        self.summarize = Summarize(c)
+        self.out = nn.Sequential(nn.GELU(), nn.Linear(c.dim, c.dim))
+
+    def forward(self, pre, missing, cat, creator, topic) -> torch.Tensor:
+        e = self.summarize(pre, missing, cat, creator, topic)
+        return F.normalize(e + self.out(e), dim=-1)

@@ -1,0 +1,61 @@
+"""Sampled softmax over in-batch negatives with logQ correction (Eq 8-9) and the condition association.
+
+For a multi-embedding user the positive picks one embedding: argmax (Eq 8) or, for towers with
+random-init conditions, a straight-through Gumbel softmax sample (3.2.4). The same embedding scores
+the in-batch negatives. In-batch copies of the positive item are masked out (they are not negatives).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def select_embedding(user: torch.Tensor, item: torch.Tensor, active: torch.Tensor, association: str,
+                     tau: float = 1.0) -> torch.Tensor:
+    """user [B, K, d], item [B, d], active [B, K] -> the associated user embedding [B, d]."""
+    scores = torch.einsum("bkd,bd->bk", user, item).masked_fill(~active, -1e9)
+    if association == "gumbel":
+        w = F.gumbel_softmax(scores / tau, tau=1.0, hard=True, dim=1)  # straight-through: one-hot forward
+    else:
+        w = F.one_hot(scores.argmax(1), user.shape[1]).to(user.dtype)  # Eq 8: j* = argmax_j o_u^j . o_y
+    return torch.einsum("bk,bkd->bd", w, user)
+
+
+def sampled_softmax_loss(u: torch.Tensor, items: torch.Tensor, log_q: torch.Tensor, item_ids: torch.Tensor,
+                         temperature: float) -> torch.Tensor:
+    """Eq 9: -log softmax over {positive} + in-batch negatives of (u . o_y / T - log p_y).
+
+    u [B, d] associated user embeddings, items [B, d] positives (row b is b's positive and everyone
+    else's negative), log_q [B] log sampling probability of each in-batch item, item_ids [B].
+    """
+    logits = u @ items.T / temperature - log_q.unsqueeze(0)  # [B, B]
+    same = item_ids.unsqueeze(0) == item_ids.unsqueeze(1)
+    same.fill_diagonal_(False)
+    logits = logits.masked_fill(same, float("-inf"))  # accidental hits are not negatives
+    target = torch.arange(u.shape[0], device=u.device)
+    return F.cross_entropy(logits, target)
+
+
+class StreamingFrequency:
+    """Yi et al. 2019 streaming frequency estimate: p(y) ~ 1 / (average steps between occurrences of y).
+
+    Fallback for logQ when item_frequency is absent. Hash arrays A (last step seen) and B (interval).
+    """
+
+    def __init__(self, buckets: int = 1 << 20, alpha: float = 0.05):
+        self.buckets, self.alpha = buckets, alpha
+        self.last = np.zeros(buckets, dtype=np.float64)
+        self.interval = np.full(buckets, 1e6, dtype=np.float64)  # unseen: rare
+        self.step = 0
+
+    def update(self, item_ids: np.ndarray) -> np.ndarray:
+        """Record one batch (one step) and return p for its items."""
+        self.step += 1
+        h = np.asarray(item_ids, dtype=np.int64) % self.buckets
+        seen = self.last[h] > 0
+        gap = self.step - self.last[h]
+        # first sighting: the best guess for its interval is the steps elapsed so far
+        self.interval[h] = np.where(seen, (1 - self.alpha) * self.interval[h] + self.alpha * gap, self.step)
+        self.last[h] = self.step
+        return 1.0 / np.maximum(self.interval[h], 1.0)

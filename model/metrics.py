@@ -1,0 +1,63 @@
+"""Pure metric functions: HR@K with max over a user's embeddings, collapse, topic diversity, overlap."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+@torch.no_grad()
+def positive_ranks(user: torch.Tensor, active: torch.Tensor, pos: torch.Tensor, corpus: torch.Tensor,
+                   allowed: torch.Tensor | None = None, chunk: int = 512) -> np.ndarray:
+    """Rank of each record's positive among the corpus (0 = best), scoring items by max over embeddings.
+
+    user [B, K, d], active [B, K] bool, pos [B, d] the positive item, corpus [N, d], allowed [B, N]
+    optional per-record corpus filter (filtered HR). Ties count in the positive's favour; the positive
+    inside the corpus ties with itself and so never counts against itself.
+    """
+    out = []
+    for s in range(0, user.shape[0], chunk):
+        u, a = user[s:s + chunk], active[s:s + chunk]
+        pscore = torch.einsum("bkd,bd->bk", u, pos[s:s + chunk]).masked_fill(~a, -1e9).max(1).values  # [b]
+        cscore = torch.einsum("bkd,nd->bkn", u, corpus).masked_fill(~a.unsqueeze(-1), -1e9).max(1).values  # [b, N]
+        if allowed is not None:
+            cscore = cscore.masked_fill(~allowed[s:s + chunk], -1e9)
+        out.append((cscore > pscore.unsqueeze(1) + 1e-6).sum(1).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+
+
+def hit_rate(ranks: np.ndarray, k: int, where: np.ndarray | None = None) -> float:
+    """HR@K: share of records whose positive ranks in the top K (NaN when no record is selected)."""
+    r = ranks if where is None else ranks[where]
+    return float(np.mean(r < k)) if len(r) else float("nan")
+
+
+def mean_pairwise_cosine(user: torch.Tensor, active: torch.Tensor) -> float:
+    """Mean cosine between distinct active embeddings of the same user (1.0 = collapsed into one)."""
+    u = torch.nn.functional.normalize(user, dim=-1)
+    sims = torch.einsum("bkd,bjd->bkj", u, u)
+    pair = active.unsqueeze(2) & active.unsqueeze(1)
+    pair = pair & ~torch.eye(u.shape[1], dtype=torch.bool).unsqueeze(0)
+    n = pair.sum()
+    return float((sims * pair).sum() / n) if n > 0 else float("nan")
+
+
+def topic_diversity(retrieved: list[list[int]], topic_of: dict[int, int]) -> tuple[float, float]:
+    """Mean distinct primary topics and mean topic entropy (nats) of each retrieved set."""
+    distinct, entropy = [], []
+    for items in retrieved:
+        topics = [topic_of.get(i, 0) for i in items]
+        topics = [t for t in topics if t > 0]
+        if not topics:
+            continue
+        _, counts = np.unique(topics, return_counts=True)
+        p = counts / counts.sum()
+        distinct.append(len(counts))
+        entropy.append(float(-(p * np.log(p)).sum()))
+    return (float(np.mean(distinct)) if distinct else float("nan"),
+            float(np.mean(entropy)) if entropy else float("nan"))
+
+
+def overlap(a: list[list[int]], b: list[list[int]]) -> float:
+    """Mean |A ∩ B| / min(|A|, |B|) over users: share of candidates two retrievers have in common."""
+    vals = [len(set(x) & set(y)) / max(min(len(x), len(y)), 1) for x, y in zip(a, b) if x and y]
+    return float(np.mean(vals)) if vals else float("nan")

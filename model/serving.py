@@ -1,0 +1,146 @@
+"""The serving interface used by item inference, the index builder and the publisher.
+
+    load_item_encoder(model_dir) -> ItemEncoder(.dim, .model_version, .encode(df))
+    user_embeddings(cfg, ds, model_name, user_ids=None) -> {user_id: {"embeddings" [K, d],
+        "importance" [K], and for CR "topic_ids" [K_ex]}}
+Weights load from safetensors only; nothing here unpickles.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import torch
+
+from mer.config import MerConfig
+from mer.contract import ITEM_FEATURES
+from mer.errors import ContractError, MerError, validate_ds
+from mer.tables import latest_partition, read_partition
+from model.data import build_catalog, item_arrays, make_batch, read_eval
+from model.scoring import active_of, encode_users
+from model.train import load_model, model_dir as _model_dir
+
+SERVED_MODELS = ("dcm", "cr")  # implicit (DCM) and explicit (CR) towers whose item towers get indexed
+
+
+def model_dir(cfg: MerConfig, ds: str, name: str) -> Path:
+    return _model_dir(cfg, ds, name)
+
+
+class ItemEncoder:
+    """The trained item tower psi(i) over item_features rows; float32 [n, dim], L2-normalised."""
+
+    def __init__(self, folder: Path, batch_size: int = 4096):
+        self.net, conf = load_model(folder)
+        self.c = self.net.c
+        self.dim: int = int(conf["dim"])
+        self.model_version: str = conf["model_version"]
+        self.batch_size = batch_size
+        self.vocab = np.asarray(self.c.topic_vocab, dtype=np.int64)
+
+    @torch.no_grad()
+    def encode(self, df: pd.DataFrame) -> np.ndarray:
+        missing = [c for c in ("pretrained_embedding", "category_id", "creator_id", "topic_ids", "topic_scores")
+                   if c not in df.columns]
+        if missing:
+            raise ContractError(f"table item_features: missing column(s) {missing} for item encoding")
+        out = np.zeros((len(df), self.dim), dtype=np.float32)
+        schema = pa.schema([ITEM_FEATURES.field(n) for n in ITEM_FEATURES.names if n != "item_id"])
+        for s in range(0, len(df), self.batch_size):
+            part = df.iloc[s:s + self.batch_size]
+            cols = {}
+            for f in schema:
+                vals = [None if (v is None or (isinstance(v, float) and np.isnan(v))) else
+                        (list(v) if isinstance(v, (list, tuple, np.ndarray)) else v) for v in part[f.name].tolist()]
+                cols[f.name] = pa.array(vals, type=f.type)
+            a = item_arrays(pa.table(cols, schema=schema), self.c.pre_dim, self.vocab, self.c.cat_buckets,
+                            self.c.creator_buckets)
+            self.net.eval()
+            y = self.net.item(torch.from_numpy(a["pre"]), torch.from_numpy(a["missing"]), torch.from_numpy(a["cat"]),
+                              torch.from_numpy(a["creator"]), torch.from_numpy(a["topic"]))
+            out[s:s + len(part)] = y.numpy()
+        return out
+
+
+def load_item_encoder(model_dir: Path) -> ItemEncoder:
+    return ItemEncoder(Path(model_dir))
+
+
+def latest_histories(cfg: MerConfig, ds: str, user_ids: list[int] | None) -> pa.Table:
+    """One row per user: the eval row with the most history (its latest engagement)."""
+    t = read_eval(cfg, ds, None, cfg.eval.seed)
+    if t.num_rows == 0:
+        raise ContractError(f"table training_examples: no eval rows in ds={ds} to build user histories from")
+    df = pd.DataFrame({"user_id": t.column("user_id").to_numpy(), "ts": t.column("event_ts").cast(pa.int64()).to_numpy()})
+    df["row"] = np.arange(len(df))
+    if user_ids is not None:
+        df = df[df.user_id.isin([int(u) for u in user_ids])]
+    last = df.sort_values(["user_id", "ts", "row"]).groupby("user_id").tail(1)
+    return t.take(pa.array(last["row"].to_numpy()))
+
+
+def followed_topics(cfg: MerConfig, ds: str, vocab: np.ndarray) -> dict[int, np.ndarray]:
+    snap = latest_partition(cfg.raw_table("user_follows"), ds)
+    t = read_partition(cfg.raw_table("user_follows"), snap, columns=["user_id", "topic_id"]).to_pandas()
+    t = t[t.topic_id.isin(vocab)].drop_duplicates()
+    return {int(u): np.sort(g.topic_id.to_numpy().astype(np.int64)) for u, g in t.groupby("user_id")}
+
+
+def sample_conditions(follows: dict[int, np.ndarray], users: np.ndarray, k_ex: int, seed: int) -> list[np.ndarray]:
+    """K_ex followed topics per user (3.5), seeded per user so a user's sample does not depend on the others."""
+    out = []
+    for u in users:
+        f = follows.get(int(u), np.zeros(0, dtype=np.int64))
+        if len(f) > k_ex:
+            f = np.sort(np.random.default_rng([seed, int(u)]).choice(f, k_ex, replace=False))
+        out.append(f)
+    return out
+
+
+def embed_with_conditions(net, catalog, table: pa.Table, conds: list[np.ndarray]):
+    """CR: one embedding per (user, condition); returns per-user arrays [K_u, d]."""
+    rep = np.repeat(np.arange(table.num_rows), [len(c) for c in conds])
+    if len(rep) == 0:
+        return [np.zeros((0, net.c.dim), np.float32) for _ in conds]
+    flat = np.concatenate(conds)
+    b = make_batch(table.take(pa.array(rep)), catalog, net.c.history_len, flat)
+    emb, _ = encode_users(net, b.inputs)
+    emb = emb[:, 0].numpy()
+    splits = np.cumsum([len(c) for c in conds])[:-1]
+    return np.split(emb, splits)
+
+
+def user_embeddings(cfg: MerConfig, ds: str, model_name: str, user_ids: list[int] | None = None) -> dict:
+    validate_ds(ds)
+    folder = model_dir(cfg, ds, model_name)
+    net, conf = load_model(folder)
+    vocab = np.asarray(net.c.topic_vocab, dtype=np.int64)
+    snap = latest_partition(cfg.raw_table("item_features"), ds)
+    catalog = build_catalog(read_partition(cfg.raw_table("item_features"), snap), vocab, net.c.cat_buckets,
+                            net.c.creator_buckets, net.c.pre_dim)
+    table = latest_histories(cfg, ds, user_ids)
+    users = table.column("user_id").to_numpy().astype(np.int64)
+    out: dict[int, dict] = {}
+    if net.c.model == "cr":
+        conds = sample_conditions(followed_topics(cfg, ds, vocab), users, cfg.train.k_ex, cfg.eval.seed)
+        for u, c, e in zip(users, conds, embed_with_conditions(net, catalog, table, conds)):
+            out[int(u)] = {"embeddings": e.astype(np.float32), "importance": np.ones(len(c), np.float32),
+                           "topic_ids": c.astype(np.int64)}
+        return out
+    if net.c.model == "pinnersage":
+        raise MerError("pinnersage embeddings come from model.pinnersage.user_embeddings")
+    b = make_batch(table, catalog, net.c.history_len)
+    emb, imp = encode_users(net, b.inputs)
+    act = active_of(net, imp)
+    for i, u in enumerate(users):
+        keep = act[i].numpy()
+        out[int(u)] = {"embeddings": emb[i][keep].numpy().astype(np.float32),
+                       "importance": imp[i][keep].numpy().astype(np.float32)}
+    return out
+
+
+def model_config(cfg: MerConfig, ds: str, name: str) -> dict:
+    return json.loads((model_dir(cfg, ds, name) / "config.json").read_text())

@@ -1,0 +1,212 @@
+"""Stage 3: train one user tower + item tower on training_examples (`mer train --model ... --variant ...`).
+
+Streams the train split in record batches through a seeded shuffling buffer, optimises Eq 9, scores
+HR@100 on a sample of the eval split after each epoch (early stopping with patience) and writes
+cfg.run_dir(ds)/models/<name>/: weights.safetensors, config.json, metrics.json, curve.csv and the
+exported user tower (user_tower.pt2).
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from mer.config import MerConfig
+from mer.errors import ContractError, MerError, validate_ds
+from model.data import (
+    corpus_rows,
+    examples_dataset,
+    item_probabilities,
+    load_catalog,
+    load_topic_vocab,
+    make_batch,
+    read_eval,
+    sample_item_conditions,
+    shuffled_tables,
+    stream_tables,
+)
+from model.export import export_user_tower
+from model.item_tower import TowerConfig
+from model.loss import StreamingFrequency, sampled_softmax_loss, select_embedding
+from model.scoring import active_of, eval_batch, hr_at
+from model.zoo import TwoTower, artifact_name, check_variant, tower_config
+
+log = logging.getLogger(__name__)
+WEIGHTS = "weights.safetensors"
+
+
+def model_dir(cfg: MerConfig, ds: str, name: str) -> Path:
+    return cfg.run_dir(validate_ds(ds)) / "models" / name
+
+
+def set_threads(cfg: MerConfig) -> None:
+    torch.set_num_threads(cfg.train.num_threads or max(1, min(2, os.cpu_count() or 1)))
+
+
+def train_step(net: TwoTower, batch, log_q: torch.Tensor, opt: torch.optim.Optimizer, temperature: float) -> float:
+    user, importance = net.user(*batch.inputs)  # [B, K, d], [B, K]
+    items = net.item(*batch.catalog_inputs)  # [B, d]
+    u = select_embedding(user, items, active_of(net, importance.detach()), net.association, net.c.gumbel_tau)
+    loss = sampled_softmax_loss(u, items, log_q, torch.from_numpy(batch.item_ids), temperature)  # Eq 9
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return float(loss.detach())
+
+
+def _filter(table: pa.Table, keep: np.ndarray) -> pa.Table:
+    return table if keep.all() else table.filter(pa.array(keep))
+
+
+def run(cfg: MerConfig, ds: str, model: str = "dcm", variant: str | None = None) -> dict:
+    validate_ds(ds)
+    variant = check_variant(model, variant)
+    if model == "pinnersage":
+        from model.pinnersage import run as pinnersage_run
+
+        return pinnersage_run(cfg, ds)
+    name = artifact_name(model, variant)
+    t = cfg.train
+    set_threads(cfg)
+    torch.manual_seed(t.seed)
+    np.random.seed(t.seed)
+    t0 = time.time()
+
+    examples_dataset(cfg, ds)  # fail first on the table this stage is about
+    vocab = load_topic_vocab(cfg, ds)
+    catalog = load_catalog(cfg, ds, vocab)
+    tc = tower_config(cfg, model, variant, pre_dim=catalog.pre_dim, topic_vocab=vocab.tolist())
+    net = TwoTower(tc)
+    prob = item_probabilities(cfg, ds, catalog)
+    freq = StreamingFrequency() if prob is None else None
+    if prob is None:
+        log.warning("item_frequency missing for ds=%s: logQ from the streaming frequency estimator", ds)
+    log_prob = None if prob is None else torch.from_numpy(np.log(np.clip(prob, 1e-9, None))).float()
+
+    conditioned = model == "cr"
+    ev = eval_batch(read_eval(cfg, ds, t.early_stop_records, t.seed, conditioned_only=conditioned), catalog,
+                    tc.history_len)
+    corpus = corpus_rows(cfg, ds, catalog)
+    opt = torch.optim.AdamW(net.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+
+    curve, best, best_state, bad_epochs, seen = [], -1.0, None, 0, 0
+    cond_rng = np.random.default_rng(t.seed + 1)
+    for epoch in range(t.epochs):
+        net.train()
+        rng = np.random.default_rng([t.seed, epoch])
+        tables = stream_tables(cfg, ds, "train", conditioned_only=(model == "cr" and variant == "source"))
+        losses, n_ex, e0, steps = [], 0, time.time(), 0
+        bar = tqdm(shuffled_tables(tables, t.shuffle_buffer, t.batch_size, rng), desc=f"{name} epoch {epoch}",
+                   unit="batch", leave=False, disable=None)
+        for table in bar:
+            cond = sample_item_conditions(table, catalog, cond_rng) if (model == "cr" and variant == "item") else None
+            batch = make_batch(table, catalog, tc.history_len, cond)
+            keep = batch.target_rows.numpy() > 0
+            if model == "cr":
+                keep &= batch.inputs[7].numpy() > 0  # a CR row needs a known condition
+            if keep.sum() < 2:
+                continue
+            if not keep.all():
+                batch = make_batch(_filter(table, keep), catalog, tc.history_len, None if cond is None else cond[keep])
+            batch.catalog_inputs = catalog.item_inputs(batch.target_rows)
+            if log_prob is not None:
+                log_q = log_prob[batch.target_rows]
+            else:
+                log_q = torch.from_numpy(np.log(freq.update(batch.item_ids))).float()
+            losses.append(train_step(net, batch, log_q, opt, t.temperature))
+            n_ex += len(batch)
+            steps += 1
+            bar.set_postfix(loss=f"{losses[-1]:.3f}", ex_s=f"{n_ex / max(time.time() - e0, 1e-6):.0f}")
+            if t.max_steps_per_epoch and steps >= t.max_steps_per_epoch:
+                break
+        if not losses:
+            raise ContractError(f"table training_examples: no usable train rows for model {name} in ds={ds}"
+                                + (" (CR needs rows with condition_id)" if model == "cr" else ""))
+        seen += n_ex
+        hr = hr_at(net, ev, catalog, corpus, 100)
+        secs = time.time() - e0
+        curve.append({"epoch": epoch, "steps": steps, "examples": n_ex, "loss": float(np.mean(losses)),
+                      "loss_first": losses[0], "loss_last": float(np.mean(losses[-max(1, len(losses) // 5):])),
+                      "eval_hr@100": hr, "seconds": round(secs, 2), "examples_per_s": round(n_ex / max(secs, 1e-6), 1)})
+        log.info("%s epoch %d loss %.4f eval HR@100 %.4f", name, epoch, curve[-1]["loss"], hr)
+        score = -1.0 if np.isnan(hr) else hr
+        if score > best:
+            best, bad_epochs = score, 0
+            best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        else:
+            bad_epochs += 1
+            if bad_epochs >= t.patience:
+                break
+    net.load_state_dict(best_state)
+    out = save_artifacts(cfg, ds, name, net, tc, curve,
+                         {"train_seconds": round(time.time() - t0, 2), "train_examples_seen": seen,
+                          "best_eval_hr@100": best, "logq": "item_frequency" if prob is not None else "streaming"})
+    return out
+
+
+def save_artifacts(cfg: MerConfig, ds: str, name: str, net: TwoTower, tc: TowerConfig, curve: list[dict],
+                   extra: dict) -> dict:
+    """Write the model folder next to the final one, then swap it in (a reader never sees half a model)."""
+    final = model_dir(cfg, ds, name)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".tmp-{name}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        state = {k: v.contiguous() for k, v in net.state_dict().items()}
+        save_file(state, str(tmp / WEIGHTS))
+        digest = hashlib.sha256((tmp / WEIGHTS).read_bytes()).hexdigest()[:12]
+        version = f"{name}-{ds}-{digest}"
+        export = "user_tower.pt2"
+        try:
+            export_user_tower(net.user, tc, tmp)
+        except Exception as exc:  # noqa: BLE001 - an export failure must not lose the trained weights
+            log.warning("torch.export of %s failed (%s); serving uses the eager tower", name, exc)
+            export = None
+        conf = {"model": tc.model, "variant": tc.variant, "name": name, "ds": ds, "model_version": version,
+                "dim": tc.dim, "k": tc.k, "export": export, "tower": tc.to_dict()}
+        (tmp / "config.json").write_text(json.dumps(conf, indent=2))
+        metrics = {"model": name, "model_version": version, **extra, "epochs_run": len(curve),
+                   "final_loss": curve[-1]["loss"] if curve else None, "curve": curve}
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        if curve:
+            with open(tmp / "curve.csv", "w", newline="") as fh:
+                w = csv.DictWriter(fh, fieldnames=list(curve[0]))
+                w.writeheader()
+                w.writerows(curve)
+        if final.exists():
+            old = final.parent / f".old-{name}-{uuid.uuid4().hex[:8]}"
+            os.replace(final, old)
+            shutil.rmtree(old, ignore_errors=True)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return {"model": name, "model_version": version, "dir": str(final), **extra, "epochs_run": len(curve),
+            "first_loss": curve[0]["loss_first"] if curve else None, "final_loss": curve[-1]["loss_last"] if curve else None,
+            "exported": export is not None}
+
+
+def load_model(folder: Path) -> tuple[TwoTower, dict]:
+    """A trained two-tower from its folder (safetensors: no pickle is ever loaded)."""
+    folder = Path(folder)
+    conf_path = folder / "config.json"
+    if not conf_path.is_file() or not (folder / WEIGHTS).is_file():
+        raise MerError(f"model folder {folder} has no config.json / {WEIGHTS}: train it first")
+    conf = json.loads(conf_path.read_text())
+    tc = TowerConfig(**conf["tower"])
+    net = TwoTower(tc)
+    net.load_state_dict(load_file(str(folder / WEIGHTS)))
+    net.eval()
+    return net, conf

@@ -1,0 +1,163 @@
+"""Training, export, serving, evaluation and blessing on the tiny planted-interest fixture."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from mer.config import MerConfig
+from mer.errors import ContractError, MerError
+from mer.tables import latest_partition, read_partition
+from tests.model_fixture import DS, build, small_cfg
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from model import train
+
+    cfg = small_cfg(MerConfig(root=tmp_path_factory.mktemp("model") / "var"))
+    cfg.train = cfg.train.model_copy(update={"epochs": 3})
+    build(cfg)
+    results = {m if v is None else f"{m}-{v}": train.run(cfg, DS, m, v)
+               for m, v in [("dcm", None), ("single", None), ("cr", "source"), ("pinnersage", None)]}
+    return cfg, results
+
+
+def test_dcm_training_lowers_the_loss_and_writes_artifacts(trained):
+    cfg, results = trained
+    r = results["dcm"]
+    assert r["final_loss"] < 0.8 * r["first_loss"], r
+    folder = cfg.run_dir(DS) / "models" / "dcm"
+    for f in ("weights.safetensors", "config.json", "metrics.json", "curve.csv", "user_tower.pt2"):
+        assert (folder / f).is_file(), f
+    conf = json.loads((folder / "config.json").read_text())
+    assert conf["k"] == cfg.train.k_im and conf["model_version"].startswith(f"dcm-{DS}-")
+    curve = pd.read_csv(folder / "curve.csv")
+    assert {"loss", "eval_hr@100", "examples_per_s"} <= set(curve.columns)
+
+
+def _eval_inputs(cfg, net):
+    from model.data import load_catalog, make_batch, read_eval
+
+    catalog = load_catalog(cfg, DS)
+    return make_batch(read_eval(cfg, DS, 64, 0), catalog, net.c.history_len).inputs
+
+
+@pytest.mark.parametrize("name", ["dcm", "cr"])
+def test_exported_user_tower_matches_eager(trained, name):
+    from model.export import load_user_tower
+    from model.train import load_model
+
+    cfg, _ = trained
+    folder = cfg.run_dir(DS) / "models" / name
+    net, _ = load_model(folder)
+    inputs = _eval_inputs(cfg, net)
+    with torch.no_grad():
+        eager_emb, eager_imp = net.user(*inputs)
+        exp_emb, exp_imp = load_user_tower(folder)(*inputs)
+    assert exp_emb.shape == eager_emb.shape
+    assert torch.allclose(exp_emb, eager_emb, atol=1e-5)
+    assert torch.allclose(exp_imp, eager_imp, atol=1e-5)
+
+
+def test_dcm_embeddings_are_not_collapsed(trained):
+    from model.metrics import mean_pairwise_cosine
+    from model.scoring import active_of, encode_users
+    from model.train import load_model
+
+    cfg, _ = trained
+    net, _ = load_model(cfg.run_dir(DS) / "models" / "dcm")
+    emb, imp = encode_users(net, _eval_inputs(cfg, net))
+    act = active_of(net, imp)
+    assert act.sum(1).float().mean() > 1.5  # users with several interests get several embeddings
+    assert mean_pairwise_cosine(emb, act) < 0.8
+
+
+def test_item_encoder_is_normalised_and_deterministic(trained):
+    from model.serving import SERVED_MODELS, load_item_encoder, model_dir
+
+    cfg, _ = trained
+    assert SERVED_MODELS == ("dcm", "cr")
+    items = read_partition(cfg.raw_table("item_features"), latest_partition(cfg.raw_table("item_features"), DS))
+    df = items.to_pandas()
+    enc = load_item_encoder(model_dir(cfg, DS, "dcm"))
+    a = enc.encode(df)
+    b = enc.encode(df.iloc[::-1].reset_index(drop=True))[::-1]
+    assert a.dtype == np.float32 and a.shape == (len(df), enc.dim)
+    assert np.allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-5)
+    assert np.allclose(a, b, atol=1e-6)
+    assert enc.model_version.startswith("dcm-")
+    with pytest.raises(ContractError, match="item_features.*topic_ids"):
+        enc.encode(df.drop(columns=["topic_ids"]))
+
+
+def test_user_embeddings_for_implicit_and_explicit_models(trained):
+    from model.serving import user_embeddings
+
+    cfg, _ = trained
+    dcm = user_embeddings(cfg, DS, "dcm", [1, 2, 3])
+    assert set(dcm) <= {1, 2, 3} and dcm
+    for rec in dcm.values():
+        k, d = rec["embeddings"].shape
+        assert 1 <= k <= cfg.train.k_im and d == cfg.train.embed_dim
+        assert rec["importance"].shape == (k,) and (rec["importance"] > 0).all()
+    cr = user_embeddings(cfg, DS, "cr")
+    follows = read_partition(cfg.raw_table("user_follows"), DS).to_pandas()
+    for u, rec in list(cr.items())[:20]:
+        mine = set(follows[follows.user_id == u].topic_id)
+        assert set(rec["topic_ids"].tolist()) <= mine
+        assert len(rec["topic_ids"]) == min(len(mine), cfg.train.k_ex) == rec["embeddings"].shape[0]
+    again = user_embeddings(cfg, DS, "cr", list(cr)[:5])
+    for u, rec in again.items():
+        assert np.array_equal(rec["topic_ids"], cr[u]["topic_ids"])  # seeded sampling
+        assert np.allclose(rec["embeddings"], cr[u]["embeddings"], atol=1e-5)
+
+
+def test_evaluate_writes_metrics_and_bless_gates(trained, monkeypatch):
+    from model import bless, evaluate
+
+    cfg, _ = trained
+    out = evaluate.run(cfg, DS)
+    assert {"dcm", "single", "cr", "pinnersage", "dcm+cr"} <= set(out["models"])
+    table = read_partition(cfg.table("eval_metrics"), DS).to_pandas()
+    hr = table[(table.model == "dcm") & (table.metric == "hr@50") & (table.segment == "all")].value.iloc[0]
+    assert 0.0 < hr <= 1.0
+    assert set(table.segment) == {"all", "core", "non_core"}
+    filt = table[(table.model == "cr") & (table.metric == "filtered_hr@50")]
+    assert len(filt) == 3
+    assert table[(table.model == "dcm") & (table.metric == "mean_pairwise_cos")].value.iloc[0] < 0.8
+    assert (cfg.run_dir(DS) / "eval_summary.md").read_text().count("| dcm |") == 1
+
+    registry = cfg.artifacts_dir / "blessed.json"
+    cfg.eval = cfg.eval.model_copy(update={"ks": [50], "bless_margin": 10.0})
+    res = bless.run(cfg, DS)
+    assert res["blessed"] is False and "does not beat baseline" in res["reason"]
+    assert not registry.exists()
+    cfg.eval = cfg.eval.model_copy(update={"bless_margin": -1.0})
+    res = bless.run(cfg, DS)
+    assert res["blessed"] is True and json.loads(registry.read_text())["current"]["value"] == res["candidate"]
+    monkeypatch.setenv("MER_BLESS_FORCE_FAIL", "1")
+    assert bless.run(cfg, DS)["blessed"] is False
+
+
+def test_bad_requests_get_clear_errors(trained, tmp_path):
+    from model import train
+
+    cfg, _ = trained
+    with pytest.raises(MerError, match="unknown model 'gpt'"):
+        train.run(cfg, DS, "gpt")
+    with pytest.raises(MerError, match="no variant 'k9'"):
+        train.run(cfg, DS, "dcm", "k9")
+    empty = MerConfig(root=tmp_path / "var")
+    with pytest.raises(ContractError, match="training_examples: partition ds=2026-01-15 is missing"):
+        train.run(empty, DS, "dcm")
+    build(empty)
+    read_partition(empty.raw_table("topics"), DS)  # present
+    import shutil
+
+    shutil.rmtree(empty.raw_table("item_features"))
+    with pytest.raises(ContractError, match="item_features: no partition at or before"):
+        train.run(empty, DS, "dcm")
