@@ -1,0 +1,196 @@
+"""Publish to a real S3-compatible HTTP server (moto server mode on 127.0.0.1) with boto3."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from index_builder import publish
+from index_builder.publish import LATEST, MANIFEST, list_versions
+from index_builder.storage import Store, sha256_file
+from mer.errors import GateError, MerError, StorageError
+from tests import item_tower_fixture as fx
+
+DS = "2026-01-15"
+
+
+@pytest.fixture(autouse=True)
+def towers_env(monkeypatch):
+    monkeypatch.setenv("MER_SERVING_MODULE", "tests.item_tower_fixture")
+
+
+@pytest.fixture
+def run_cfg(cfg, s3_env):
+    return fx.prepared_run(cfg, DS)
+
+
+def _latest(store):
+    return store.get_json(store.key(LATEST))
+
+
+def test_publish_layout_manifest_last_and_idempotent(run_cfg):
+    cfg = run_cfg
+    store = Store(cfg)
+    calls = []
+    store.client.meta.events.register("before-call.s3.*", lambda model, **kw: calls.append(model.name))
+    out = publish.run(cfg, DS, "r1", store=store)
+    assert out["status"] == "published" and out["uploaded"] == out["files"]
+
+    vkey = store.key(DS, "r1")
+    keys = set(store.list(vkey))
+    for model in ("dcm", "cr"):
+        for s in ("shard-00000", "shard-00001"):
+            assert {f"{vkey}/index/{model}/{s}.faiss", f"{vkey}/index/{model}/{s}.ids.npy"} <= keys
+        assert f"{vkey}/users/{model}.parquet" in keys and f"{vkey}/models/{model}/config.json" in keys
+    assert f"{vkey}/index/recall.json" in keys and f"{vkey}/metrics/item_inference.json" in keys
+    # Data before manifest, manifest before LATEST.
+    puts = [c for c in calls if c in ("PutObject", "CreateMultipartUpload")]
+    assert len(puts) == out["files"] + 2
+    m = store.get_json(f"{vkey}/{MANIFEST}")
+    assert m["models"]["dcm"]["dim"] == 16 and m["metric"] == "inner_product"
+    assert [s["name"] for s in m["models"]["dcm"]["shards"]] == ["shard-00000", "shard-00001"]
+    assert sum(s["n"] for s in m["models"]["dcm"]["shards"]) == 600
+    assert m["models"]["cr"]["n_users"] == 20 * 2  # 20 users x K=2 explicit embeddings
+    local = cfg.run_dir(DS) / "index" / "dcm" / "shard-00000.faiss"
+    assert m["files"]["index/dcm/shard-00000.faiss"]["sha256"] == sha256_file(local)
+    assert _latest(store) == {"ds": DS, "run_id": "r1", "manifest": f"{vkey}/{MANIFEST}", "previous": None}
+
+    calls.clear()
+    again = publish.run(cfg, DS, "r1", store=store)
+    assert again["status"] == "unchanged"
+    assert not [c for c in calls if c.startswith("Put") or "Multipart" in c]
+
+
+def test_publish_killed_midway_keeps_latest_and_rerun_completes(run_cfg, monkeypatch):
+    cfg = run_cfg
+    publish.run(cfg, DS, "good")
+    store = Store(cfg)
+    before = _latest(store)
+
+    real = Store.upload_file
+    n = {"calls": 0}
+
+    def dying_upload(self, path, key, sha256):
+        n["calls"] += 1
+        if n["calls"] > 4:
+            raise KeyboardInterrupt("killed")  # like a worker killed mid-publish
+        return real(self, path, key, sha256)
+
+    monkeypatch.setattr(Store, "upload_file", dying_upload)
+    with pytest.raises(KeyboardInterrupt):
+        publish.run(cfg, DS, "second")
+    monkeypatch.setattr(Store, "upload_file", real)
+
+    assert _latest(store) == before
+    assert store.get_json(store.key(DS, "second", MANIFEST)) is None
+    assert len(store.list(store.key(DS, "second"))) == 4
+    assert [v["run_id"] for v in list_versions(store)] == ["good"]
+
+    done = publish.run(cfg, DS, "second")
+    assert done["status"] == "published" and done["resumed_skipped"] == 4
+    assert done["uploaded"] == done["files"] - 4
+    assert _latest(store)["run_id"] == "second" and _latest(store)["previous"] == f"{DS}/good"
+
+
+def test_transient_503_and_slowdown_are_retried(run_cfg):
+    cfg = run_cfg
+    cfg.publish = cfg.publish.model_copy(update={"max_attempts": 4})
+    from botocore.awsrequest import AWSResponse
+
+    class Raw:
+        def __init__(self, body):
+            self.body = body
+
+        def stream(self, **_):
+            yield self.body
+
+    # Two failures (503 then SlowDown) on each of the first three distinct requests: max_attempts=4 absorbs them.
+    failures = {"per_url": {}, "seen": 0, "always": False}
+
+    def flaky(request, **_):
+        tries = failures["per_url"]
+        if failures["always"] or (request.url in tries or len(tries) < 3) and tries.get(request.url, 0) < 2:
+            tries[request.url] = tries.get(request.url, 0) + 1
+            failures["seen"] += 1
+            code = b"SlowDown" if tries[request.url] % 2 == 0 else b"ServiceUnavailable"
+            return AWSResponse(request.url, 503, {}, Raw(b"<Error><Code>" + code + b"</Code><Message>x</Message></Error>"))
+        return None
+
+    store = Store(cfg)
+    store.client.meta.events.register("before-send.s3.*", flaky)
+    out = publish.run(cfg, DS, "flaky", store=store)
+    assert out["status"] == "published" and failures["seen"] == 6
+    publish.verify_version(store, store.key(DS, "flaky"), store.get_json(store.key(DS, "flaky", MANIFEST)))
+
+    # Past max_attempts the failure surfaces as a clear StorageError naming the object.
+    failures["always"] = True
+    with pytest.raises(StorageError, match=r"s3://mer-.*/mer/index/LATEST"):
+        store.put_json(store.key(LATEST), {"x": 1})
+
+
+def test_missing_credentials_is_a_clear_message(cfg, monkeypatch, tmp_path):
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.delenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", raising=False)
+    monkeypatch.delenv("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", raising=False)
+    with pytest.raises(StorageError, match="no credentials found; set AWS_ACCESS_KEY_ID"):
+        Store(cfg)
+
+
+def test_retention_and_rollback(run_cfg):
+    cfg = run_cfg
+    cfg.publish = cfg.publish.model_copy(update={"retention": 2})
+    for rid in ("r1", "r2", "r3"):
+        publish.run(cfg, DS, rid)
+    store = Store(cfg)
+    assert [v["run_id"] for v in list_versions(store)] == ["r2", "r3"]
+    assert store.list(store.key(DS, "r1")) == {}
+
+    out = publish.rollback(cfg)
+    assert out["to"] == f"{DS}/r2" and _latest(store)["run_id"] == "r2"
+    with pytest.raises(MerError, match="no verified version older than 2026-01-15/r2"):
+        publish.rollback(cfg)
+    # Re-running the rolled-back run points LATEST at it again without re-uploading.
+    assert publish.run(cfg, DS, "r3")["status"] == "pointer_updated"
+
+
+def test_rollback_skips_a_corrupted_version(run_cfg):
+    cfg = run_cfg
+    for rid in ("a", "b", "c"):
+        publish.run(cfg, DS, rid)
+    store = Store(cfg)
+    store.client.put_object(Bucket=store.bucket, Key=store.key(DS, "b", "index/dcm/shard-00000.faiss"), Body=b"corrupt")
+    assert publish.rollback(cfg)["to"] == f"{DS}/a"
+
+
+def test_refuses_bad_ids_failed_gate_and_keys_outside_prefix(run_cfg):
+    cfg = run_cfg
+    with pytest.raises(MerError, match="invalid run id"):
+        publish.run(cfg, DS, "../evil")
+    with pytest.raises(MerError, match="invalid ds"):
+        publish.run(cfg, "2026-13-01", "r")
+    with pytest.raises(StorageError, match="outside prefix"):
+        Store(cfg).key("..", "other")
+    with pytest.raises(StorageError, match="refusing to delete"):
+        Store(cfg).delete_prefix("mer")
+    recall_file = cfg.run_dir(DS) / "index" / "recall.json"
+    recall_file.write_text(recall_file.read_text().replace('"passed": true', '"passed": false'))
+    with pytest.raises(GateError, match="recall gate did not pass"):
+        publish.run(cfg, DS, "r1")
+
+
+def test_multipart_upload_keeps_sha256(cfg, s3_env, tmp_path):
+    cfg.publish = cfg.publish.model_copy(update={"bucket": "mer-multipart", "multipart_threshold_mb": 5})
+    store = Store(cfg)
+    store.ensure_bucket()
+    big = tmp_path / "big.bin"
+    big.write_bytes(np.random.default_rng(0).bytes(11 * 2**20))
+    sha = sha256_file(big)
+    store.upload_file(big, store.key("x", "big.bin"), sha)
+    head = store.head(store.key("x", "big.bin"))
+    assert head["ContentLength"] == 11 * 2**20 and head["Metadata"]["sha256"] == sha
+    out = tmp_path / "back.bin"
+    store.download_file(store.key("x", "big.bin"), out)
+    assert sha256_file(out) == sha
