@@ -1,0 +1,225 @@
+"""mer_daily: yesterday's logs -> validated training data -> blessed towers -> published index.
+
+This file only wires tasks. Each task calls the stage function the CLI calls (one hop: the
+``mer.cli`` command of the same name), keyed on the run's logical date ``ds``; heavy
+libraries (pyspark, torch, faiss) are imported inside the stages when a task runs.
+
+Knobs: DAG params below (None = keep the MER_* environment / config file value); catch-up
+with ``MER_CATCHUP=true`` (also ``MER_START_DATE``, ``MER_RETRY_DELAY_S``, ``MER_RAW_WAIT_TIMEOUT_S``);
+Spark stages go to a cluster through SparkSubmitOperator when ``MER_SPARK_CONN`` names an
+Airflow connection (e.g. ``spark_default``), else they run in-process.
+"""
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import Asset, CronDataIntervalTimetable, Param, dag, get_current_context, task
+
+from mer.config import REPO_ROOT, load_config
+from mer.pipeline import SPARK_JOBS, airflow_stage
+from mer.raw_sensor import RawPartitionsSensor
+
+_cfg = load_config()
+SPARK_CONN = os.environ.get("MER_SPARK_CONN", "").strip()
+CATCHUP = os.environ.get("MER_CATCHUP", "false").lower() in ("1", "true", "yes")
+START = pendulum.parse(os.environ.get("MER_START_DATE", _cfg.generate.start_ds().isoformat()), tz="UTC")
+RAW_WAIT_S = float(os.environ.get("MER_RAW_WAIT_TIMEOUT_S", 6 * 3600))
+RETRY_DELAY_S = float(os.environ.get("MER_RETRY_DELAY_S", 60))
+SUBMIT_APP = REPO_ROOT / "spark_jobs" / "submit.py"
+VALIDATED_TABLES = ("quarantine", "clean_engagement_log", "clean_source_interest_log")
+TRAINING_TABLES = ("cr_triples", "training_examples", "item_frequency", "eval_corpus")
+
+
+def _table(name: str) -> Asset:
+    return Asset(name=f"mer.{name}", uri=_cfg.table(name).as_uri(), group="mer-tables")
+
+
+PUBLISHED_INDEX = Asset(
+    name="mer.published_index", uri=f"s3://{_cfg.publish.bucket}/{_cfg.publish.prefix.strip('/')}", group="mer-index"
+)
+
+
+def _num(kind: str, description: str, **kw) -> Param:
+    return Param(None, type=["null", kind], description=description, **kw)
+
+
+PARAMS = {
+    "train_days": _num("integer", "days of logs for training (eval day follows)", minimum=1),
+    "history_len": _num("integer", "engaged items kept per user history", minimum=1),
+    "k_im": _num("integer", "DCM implicit embeddings per user", minimum=1),
+    "k_ex": _num("integer", "CR explicit embeddings (followed topics sampled) per user", minimum=1),
+    "epochs": _num("integer", "training epochs per tower", minimum=1),
+    "shards": _num("integer", "FAISS index shards", minimum=1),
+    "index_key": Param(None, type=["null", "string"], description="FAISS index factory key, or 'auto'"),
+    "recall_target": _num("number", "minimum recall@K of every shard vs exact search", minimum=0, maximum=1),
+    "bless_margin": _num("number", "HR gain over the single-embedding baseline required to bless"),
+    "bless_tolerance": _num("number", "HR drop vs the last blessed model that is tolerated", minimum=0),
+    "extra_baselines": Param([], type="array", description="more comparators to train in parallel: mind, sa, token"),
+    "generate_if_absent": Param(False, type="boolean", description="write synthetic logs when raw input is missing"),
+}
+
+default_args = {
+    "owner": "mer",
+    "retries": 2,
+    "retry_delay": timedelta(seconds=RETRY_DELAY_S),
+    "retry_exponential_backoff": 2.0,
+    "max_retry_delay": timedelta(minutes=20),
+    "execution_timeout": timedelta(hours=4),
+}
+
+
+def _stage(dotted: str, *args):
+    return airflow_stage(get_current_context(), dotted, *args)
+
+
+@dag(
+    dag_id="mer_daily",
+    # Data-interval schedule: the run for day D starts after D ends and its ds is D.
+    schedule=CronDataIntervalTimetable("@daily", timezone="UTC"),
+    start_date=START,
+    catchup=CATCHUP,
+    max_active_runs=1,
+    default_args=default_args,
+    params=PARAMS,
+    tags=["mer", "retrieval"],
+    doc_md=__doc__,
+)
+def mer_daily():
+    @task
+    def generate_if_absent() -> dict:
+        """Synthetic logs for the window when the run asks for them and raw input is missing."""
+        from mer.pipeline import config_for, missing_raw, run_stage, window
+
+        ctx = get_current_context()
+        cfg = config_for(dict(ctx["params"]))
+        missing = missing_raw(cfg, ctx["ds"])
+        if not (ctx["params"]["generate_if_absent"] and missing):
+            return {"generated": False, "missing": len(missing)}
+        days = window(cfg, ctx["ds"])
+        cfg.generate = cfg.generate.model_copy(update={"end_ds": pendulum.parse(ctx["ds"]).date(), "days": len(days)})
+        from mer.datagen.synthetic import generate
+
+        return {"generated": True, **run_stage(cfg, ctx["ds"], "generate", lambda c, _ds: generate(c))}
+
+    wait_for_raw = RawPartitionsSensor(
+        task_id="wait_for_raw", poke_interval=60, timeout=RAW_WAIT_S, mode="reschedule"
+    )
+
+    if SPARK_CONN:
+        from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+
+        @task
+        def package_code() -> str:
+            """Zip the project's packages for --py-files: executors import the same stage code."""
+            from spark_jobs.submit import package_code
+
+            return str(package_code(load_config().root / "dist"))
+
+        code_zip = package_code()
+
+        def _submit(job: str, outlets: list[Asset]) -> SparkSubmitOperator:
+            op = SparkSubmitOperator(
+                task_id=job,
+                conn_id=SPARK_CONN,
+                application=str(SUBMIT_APP),
+                py_files=code_zip,
+                name=f"mer-{job}-{{{{ ds }}}}",
+                application_args=[job, "--ds", "{{ ds }}", "--params", "{{ params.dump() | tojson }}"],
+                env_vars={"MER_ROOT": str(_cfg.root), "SPARK_SUBMIT_MODE": "1"},
+                outlets=outlets,
+            )
+            return op
+
+        validate_raw = _submit("validate_raw", [_table(t) for t in VALIDATED_TABLES])
+        training_data = _submit("training_data", [_table(t) for t in TRAINING_TABLES])
+        item_inference = _submit("item_inference", [_table("item_embeddings")])
+    else:
+
+        @task(outlets=[_table(t) for t in VALIDATED_TABLES])
+        def validate_raw() -> dict:
+            return _stage(f"{SPARK_JOBS['validate_raw']}:run")
+
+        @task(outlets=[_table(t) for t in TRAINING_TABLES])
+        def training_data() -> dict:
+            return _stage(f"{SPARK_JOBS['training_data']}:run")
+
+        @task(outlets=[_table("item_embeddings")])
+        def item_inference() -> dict:
+            return _stage(f"{SPARK_JOBS['item_inference']}:run")
+
+        validate_raw, training_data, item_inference = validate_raw(), training_data(), item_inference()
+
+    @task
+    def quality_gate(stage: str) -> dict:
+        return _stage("mer.quality.gates:run", stage)
+
+    @task
+    def train(model: str, variant: str | None = None) -> dict:
+        return _stage("model.train:run", model, variant)
+
+    @task
+    def extra_baselines() -> list[str]:
+        return list(get_current_context()["params"]["extra_baselines"] or [])
+
+    @task(trigger_rule="none_failed", outlets=[_table("eval_metrics")])
+    def evaluate() -> dict:
+        # none_failed: an empty extra_baselines mapping is skipped, not failed.
+        return _stage("model.evaluate:run")
+
+    @task.short_circuit(ignore_downstream_trigger_rules=False)
+    def bless() -> bool:
+        """Not blessed: everything up to publish is skipped, LATEST stays; the report still runs."""
+        result = _stage("model.bless:run")
+        verdict = "blessed" if result.get("blessed") else "NOT blessed"
+        print(f"model {verdict}: {result.get('reason', '')}")
+        return bool(result.get("blessed"))
+
+    @task
+    def shard_numbers() -> list[int]:
+        from mer.pipeline import config_for
+
+        return list(range(config_for(dict(get_current_context()["params"])).index.shards))
+
+    @task
+    def build_shard(shard: int) -> dict:
+        return _stage("index_builder.build:run", shard)
+
+    @task
+    def recall_gate() -> dict:
+        return _stage("index_builder.recall:run")
+
+    @task(outlets=[PUBLISHED_INDEX], retries=4)
+    def publish() -> dict:
+        return _stage("index_builder.publish:run", get_current_context()["run_id"])
+
+    @task(trigger_rule="none_failed")
+    def report() -> dict:
+        # none_failed: also renders when bless skipped publishing, and says why.
+        return _stage("mer.report.render:run")
+
+    gate_raw = quality_gate.override(task_id="gate_raw")("raw")
+    gate_training = quality_gate.override(task_id="gate_training")("training")
+    gate_embeddings = quality_gate.override(task_id="gate_embeddings")("embeddings")
+
+    extra = extra_baselines()
+    trained = [
+        train.override(task_id="train_dcm")("dcm"),
+        train.override(task_id="train_cr")("cr", "source"),
+        train.override(task_id="train_single")("single"),
+        train.override(task_id="train_baselines").expand(model=extra),
+    ]
+    blessed = bless()
+    n_shards = shard_numbers()
+    shards = build_shard.expand(shard=n_shards)
+    published = publish()
+
+    generate_if_absent() >> wait_for_raw >> validate_raw >> gate_raw >> training_data >> gate_training
+    gate_training >> extra
+    gate_training >> trained >> evaluate() >> blessed >> item_inference >> gate_embeddings
+    gate_embeddings >> n_shards
+    gate_embeddings >> shards >> recall_gate() >> published >> report()
+
+
+mer_daily()

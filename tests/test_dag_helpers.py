@@ -1,0 +1,97 @@
+"""What the DAG tasks lean on: params -> config, the raw-partition check and its sensor's failure
+message, stage records, the spark-submit entry point and its code zip."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+
+import pyarrow as pa
+import pytest
+
+from mer.contract import RAW_TABLES
+from mer.errors import MerError
+from mer.pipeline import config_for, missing_raw, read_stages, run_stage, window
+from mer.tables import write_partition
+
+
+def test_params_override_config_and_none_keeps_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("MER_ROOT", str(tmp_path))
+    monkeypatch.setenv("MER_INDEX__SHARDS", "5")
+    cfg = config_for({"history_len": 7, "k_im": 3, "recall_target": 0.5, "shards": None, "unknown": 1})
+    assert cfg.build.history_len == 7 and cfg.train.history_len == 7
+    assert cfg.train.k_im == 3 and cfg.index.recall_target == 0.5
+    assert cfg.index.shards == 5  # None = the MER_* value stands
+    assert cfg.root == tmp_path
+
+
+def test_bad_param_value_names_the_field():
+    with pytest.raises(MerError, match=r"k_im.*train"):
+        config_for({"k_im": "many"})
+
+
+def test_window_and_missing_raw(cfg):
+    cfg.build.train_days, cfg.build.eval_days = 2, 1
+    assert window(cfg, "2026-01-15") == ["2026-01-13", "2026-01-14", "2026-01-15"]
+    for table in ("engagement_log", "source_interest_log"):
+        for d in ("2026-01-13", "2026-01-15"):
+            write_partition(cfg.raw_table(table), d, RAW_TABLES[table].empty_table())
+    for table in ("user_follows", "item_features"):
+        write_partition(cfg.raw_table(table), "2026-01-10", RAW_TABLES[table].empty_table())
+    write_partition(cfg.raw_table("topics"), "2026-01-16", RAW_TABLES["topics"].empty_table())  # after ds: no use
+    assert missing_raw(cfg, "2026-01-15") == [
+        "engagement_log/ds=2026-01-14", "source_interest_log/ds=2026-01-14", "topics/ds<=2026-01-15",
+    ]
+
+
+SENSOR = r"""
+from mer.raw_sensor import RawPartitionsSensor
+class TI:
+    try_number = 1
+    max_tries = 1
+s = RawPartitionsSensor(task_id="wait_for_raw", ds="2026-01-15", timeout=0.3, poke_interval=0.1, mode="poke")
+try:
+    s.execute({"params": {}, "ti": TI(), "task_instance": TI()})
+except Exception as e:
+    print("@@", type(e).__name__, e)
+"""
+
+
+def test_raw_sensor_times_out_naming_missing_partitions(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "MER_"))}
+    env.update(AIRFLOW_HOME=str(tmp_path / "afh"), MER_ROOT=str(tmp_path / "var"), MER_BUILD__TRAIN_DAYS="1")
+    proc = subprocess.run([sys.executable, "-c", SENSOR], env=env, capture_output=True, text=True, timeout=120)
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("@@")][-1]
+    assert "AirflowFailException" in line
+    assert "raw input for ds=2026-01-15 still missing" in line
+    assert "engagement_log/ds=2026-01-14" in line and "topics/ds<=2026-01-15" in line
+
+
+def test_run_stage_records_success_and_failure(cfg):
+    assert run_stage(cfg, "2026-01-15", "count", lambda c, ds, n: {"rows": n}, 3) == {"rows": 3}
+    with pytest.raises(MerError):
+        run_stage(cfg, "2026-01-15", "bad", lambda c, ds: (_ for _ in ()).throw(MerError("table t: column c bad")))
+    rec = read_stages(cfg, "2026-01-15")
+    assert rec["count"]["status"] == "success" and rec["count"]["summary"] == {"rows": 3}
+    assert rec["bad"]["status"] == "failed" and rec["bad"]["error"] == "table t: column c bad"
+
+
+def test_code_zip_holds_the_packages(tmp_path):
+    from spark_jobs.submit import package_code
+
+    path = package_code(tmp_path)
+    names = set(zipfile.ZipFile(path).namelist())
+    assert {"mer/config.py", "mer/pipeline.py", "spark_jobs/session.py", "spark_jobs/submit.py"} <= names
+    assert not any("__pycache__" in n for n in names)
+
+
+def test_submit_entry_point_rejects_bad_input_with_a_message(tmp_path):
+    env = {**os.environ, "MER_ROOT": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-m", "spark_jobs.submit", "validate_raw", "--ds", "../etc"],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "invalid ds '../etc'" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "spark_jobs.submit", "nope", "--ds", "2026-01-15"],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "invalid choice" in proc.stderr
