@@ -98,7 +98,7 @@ def check(
 
 @app.command()
 def train(
-    model: Annotated[str, typer.Option("--model", help="dcm | cr | single | mind | sa | token")] = "dcm",
+    model: Annotated[str, typer.Option("--model", help="dcm | cr | single | mind | sa | token | pinnersage (no training: Ward clusters + medoids)")] = "dcm",
     variant: Annotated[Optional[str], typer.Option(help="cr: source | item; dcm: no-vafpi | no-sar | k2 | k4")] = None,
     ds: DsOpt = None,
     root: RootOpt = None,
@@ -120,12 +120,16 @@ def evaluate(ds: DsOpt = None, root: RootOpt = None) -> None:
 
 
 @app.command()
-def compare(ds: DsOpt = None, root: RootOpt = None) -> None:
+def compare(ds: DsOpt = None, root: RootOpt = None,
+            train: Annotated[bool, typer.Option("--train/--no-train",
+                                                help="--no-train: re-evaluate the models already trained for ds")] = True,
+            only: Annotated[Optional[str], typer.Option("--only", help="comma-separated model names to (re)train, "
+                                                        "e.g. sa,token,cr (the others are kept)")] = None) -> None:
     """All models + DCM ablations (VA-FPI, SAR, K) on the same data; prints one table."""
     from model.compare import run
 
     cfg = _cfg(root)
-    _emit(run(cfg, _ds(cfg, ds)))
+    _emit(run(cfg, _ds(cfg, ds), train_models=train, only=None if only is None else only.split(",")))
 
 
 @app.command()

@@ -101,6 +101,10 @@ class TrainConfig(BaseModel):
     routing_iters: int = 3
     batch_size: int = 512
     epochs: int = 3
+    # Train at least this many optimizer steps (more epochs, up to 8 x epochs, early stopping still applies):
+    # a model on a small table (CR source: only rows with a logged source interest) would otherwise stop
+    # after a few dozen steps while the others take hundreds. 210 = 3 epochs of the synthetic default.
+    min_steps: int = 210
     lr: float = 3e-3
     weight_decay: float = 0.0
     temperature: float = 0.05

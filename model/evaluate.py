@@ -122,6 +122,15 @@ def _served_metrics(ev: ModelEval, cfg: MerConfig, lists, batch: Batch, catalog:
         ev.metrics.append((f"topic_entropy@{dk}", seg, ent))
 
 
+def _conditioned_hr(ev: ModelEval, ranks: np.ndarray, batch: Batch, ks: list[int]) -> None:
+    """HR@K on the records CR is scored on (a logged source interest): the like-for-like baseline for CR."""
+    has = (batch.inputs[7] > 0).numpy()
+    for k in ks:
+        for seg in SEGMENTS:
+            w = has if seg == "all" else has & (batch.segments == seg)
+            ev.metrics.append((f"hr_cond@{k}", seg, hit_rate(ranks, k, w)))
+
+
 def evaluate_implicit(net, name: str, conf: dict, cfg: MerConfig, batch: Batch, catalog: Catalog,
                       corpus: np.ndarray) -> ModelEval:
     ev = ModelEval(name, conf["model"], conf.get("variant") or "")
@@ -131,6 +140,7 @@ def evaluate_implicit(net, name: str, conf: dict, cfg: MerConfig, batch: Batch, 
     pos = encode_items(net, catalog, batch.target_rows.numpy())
     ranks = positive_ranks(user, active, pos, corpus_emb)
     _hr_metrics(ev, ranks, batch.segments, cfg.eval.ks)
+    _conditioned_hr(ev, ranks, batch, cfg.eval.ks)
     if user.shape[1] > 1:
         for seg in SEGMENTS:
             w = np.ones(len(batch), bool) if seg == "all" else batch.segments == seg
@@ -153,6 +163,7 @@ def evaluate_pinnersage(conf: dict, cfg: MerConfig, batch: Batch, catalog: Catal
     corpus_emb = space[torch.from_numpy(corpus)]
     ranks = positive_ranks(user, active, space[batch.target_rows], corpus_emb)
     _hr_metrics(ev, ranks, batch.segments, cfg.eval.ks)
+    _conditioned_hr(ev, ranks, batch, cfg.eval.ks)
     for seg in SEGMENTS:
         w = torch.from_numpy(np.ones(len(batch), bool) if seg == "all" else batch.segments == seg)
         ev.metrics.append(("mean_pairwise_cos", seg, mean_pairwise_cosine(user[w], active[w]) if w.any() else float("nan")))

@@ -12,11 +12,18 @@ import torch.nn.functional as F
 
 
 def select_embedding(user: torch.Tensor, item: torch.Tensor, active: torch.Tensor, association: str,
-                     tau: float = 1.0) -> torch.Tensor:
-    """user [B, K, d], item [B, d], active [B, K] -> the associated user embedding [B, d]."""
+                     tau: float = 1.0, temperature: float = 1.0) -> torch.Tensor:
+    """user [B, K, d], item [B, d], active [B, K] -> the associated user embedding [B, d].
+
+    Gumbel: the categorical is softmax_j(o_u^j . o_y / temperature), on the same logit scale as the loss
+    (Eq 9 with its temperature); tau is the Gumbel-softmax temperature of the straight-through relaxation.
+    Cosines live in [-1, 1]: sampled unscaled, Gumbel noise (std ~1.3) swamps them, the positive goes to a
+    near-uniformly random embedding, every embedding learns the same average and the tower collapses.
+    """
     scores = torch.einsum("bkd,bd->bk", user, item).masked_fill(~active, -1e9)
     if association == "gumbel":
-        w = F.gumbel_softmax(scores / tau, tau=1.0, hard=True, dim=1)  # straight-through: one-hot forward
+        logits = (scores / temperature).masked_fill(~active, -1e9)
+        w = F.gumbel_softmax(logits, tau=tau, hard=True, dim=1)  # straight-through: one-hot forward
     else:
         w = F.one_hot(scores.argmax(1), user.shape[1]).to(user.dtype)  # Eq 8: j* = argmax_j o_u^j . o_y
     return torch.einsum("bk,bkd->bd", w, user)
