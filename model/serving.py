@@ -1,6 +1,7 @@
 """The serving interface used by item inference, the index builder and the publisher.
 
-    load_item_encoder(model_dir) -> ItemEncoder(.dim, .model_version, .encode(df))
+    load_item_encoder(model_dir) -> ItemEncoder(.dim, .model_version, .encode(df), .encode_arrow(batch),
+        .columns: the item_features columns it reads)
     user_embeddings(cfg, ds, model_name, user_ids=None) -> {user_id: {"embeddings" [K, d],
         "importance" [K], and for CR "topic_ids" [K_ex]}}
 Weights load from safetensors only; nothing here unpickles.
@@ -31,38 +32,70 @@ def model_dir(cfg: MerConfig, ds: str, name: str) -> Path:
 
 
 class ItemEncoder:
-    """The trained item tower psi(i) over item_features rows; float32 [n, dim], L2-normalised."""
+    """The trained item tower psi(i) over item_features rows; float32 [n, dim], L2-normalised.
 
-    def __init__(self, folder: Path, batch_size: int = 4096):
+    ``encode_arrow`` is the bulk path (Arrow in, numpy out, no per-row Python); ``encode`` takes a
+    pandas frame of the same columns and goes through it.
+    """
+
+    FEATURES = ("pretrained_embedding", "category_id", "creator_id", "topic_ids", "topic_scores")
+    columns = FEATURES  # what encode_arrow reads (bulk inference reads only these)
+
+    def __init__(self, folder: Path, batch_size: int = 8192):
         self.net, conf = load_model(folder)
+        self.net.eval()
         self.c = self.net.c
         self.dim: int = int(conf["dim"])
         self.model_version: str = conf["model_version"]
         self.batch_size = batch_size
         self.vocab = np.asarray(self.c.topic_vocab, dtype=np.int64)
+        self.schema = pa.schema([ITEM_FEATURES.field(n) for n in self.FEATURES])
 
-    @torch.no_grad()
     def encode(self, df: pd.DataFrame) -> np.ndarray:
-        missing = [c for c in ("pretrained_embedding", "category_id", "creator_id", "topic_ids", "topic_scores")
-                   if c not in df.columns]
+        missing = [c for c in self.FEATURES if c not in df.columns]
         if missing:
             raise ContractError(f"table item_features: missing column(s) {missing} for item encoding")
-        out = np.zeros((len(df), self.dim), dtype=np.float32)
-        schema = pa.schema([ITEM_FEATURES.field(n) for n in ITEM_FEATURES.names if n != "item_id"])
-        for s in range(0, len(df), self.batch_size):
-            part = df.iloc[s:s + self.batch_size]
-            cols = {}
-            for f in schema:
+        return self.encode_arrow(self._to_arrow(df))
+
+    def _to_arrow(self, df: pd.DataFrame) -> pa.Table:
+        cols = {}
+        for f in self.schema:
+            try:
+                cols[f.name] = pa.array(df[f.name], type=f.type, from_pandas=True)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):  # odd cells (tuples, NaN inside lists): row by row
                 vals = [None if (v is None or (isinstance(v, float) and np.isnan(v))) else
-                        (list(v) if isinstance(v, (list, tuple, np.ndarray)) else v) for v in part[f.name].tolist()]
+                        (list(v) if isinstance(v, (list, tuple, np.ndarray)) else v) for v in df[f.name].tolist()]
                 cols[f.name] = pa.array(vals, type=f.type)
-            a = item_arrays(pa.table(cols, schema=schema), self.c.pre_dim, self.vocab, self.c.cat_buckets,
-                            self.c.creator_buckets)
-            self.net.eval()
-            y = self.net.item(torch.from_numpy(a["pre"]), torch.from_numpy(a["missing"]), torch.from_numpy(a["cat"]),
-                              torch.from_numpy(a["creator"]), torch.from_numpy(a["topic"]))
-            out[s:s + len(part)] = y.numpy()
+        return pa.table(cols, schema=self.schema)
+
+    def encode_arrow(self, data: pa.RecordBatch | pa.Table) -> np.ndarray:
+        """item_features rows as Arrow (a record batch or table with at least ``columns``) -> [n, dim]."""
+        a = self._features(data)
+        n = len(a["pre"])
+        out = np.empty((n, self.dim), dtype=np.float32)
+        t = [torch.from_numpy(a[k]) for k in ("pre", "missing", "cat", "creator", "topic")]
+        with torch.inference_mode():
+            for s in range(0, n, self.batch_size):
+                out[s:s + self.batch_size] = self.net.item(*(x[s:s + self.batch_size] for x in t)).numpy()
         return out
+
+    def _features(self, data: pa.RecordBatch | pa.Table) -> dict[str, np.ndarray]:
+        """item_arrays of the rows; the last result is shared by encoders with the same feature settings
+        (dcm and cr over one batch extract the features once)."""
+        global _LAST_FEATURES
+        key = (self.c.pre_dim, self.c.cat_buckets, self.c.creator_buckets, self.vocab.tobytes())
+        if _LAST_FEATURES is not None and _LAST_FEATURES[0] is data and _LAST_FEATURES[1] == key:
+            return _LAST_FEATURES[2]
+        table = pa.Table.from_batches([data]) if isinstance(data, pa.RecordBatch) else data
+        missing = [c for c in self.FEATURES if c not in table.column_names]
+        if missing:
+            raise ContractError(f"table item_features: missing column(s) {missing} for item encoding")
+        a = item_arrays(table, self.c.pre_dim, self.vocab, self.c.cat_buckets, self.c.creator_buckets)
+        _LAST_FEATURES = (data, key, a)  # holds `data`, so its identity cannot be reused while cached
+        return a
+
+
+_LAST_FEATURES: tuple | None = None
 
 
 def load_item_encoder(model_dir: Path) -> ItemEncoder:

@@ -39,8 +39,14 @@ class ItemEncoder:
             else torch.nn.Linear(self.in_dim, self.dim)
         )
 
+    columns = ("pretrained_embedding",)  # what encode_arrow reads
+
     def encode(self, df) -> np.ndarray:
         return self.forward(features_matrix(df, self.in_dim))
+
+    def encode_arrow(self, batch) -> np.ndarray:
+        """The bulk path: Arrow rows (record batch or table) -> [n, dim], no per-row Python."""
+        return self.forward(arrow_features_matrix(batch.column("pretrained_embedding"), self.in_dim))
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         with torch.no_grad():
@@ -54,6 +60,18 @@ def features_matrix(df, in_dim: int) -> np.ndarray:
     ok = col.notna().to_numpy()
     if ok.any():
         x[ok] = np.stack(col[ok].to_numpy()).astype(np.float32)
+    return x
+
+
+def arrow_features_matrix(col, in_dim: int) -> np.ndarray:
+    """A list<float> column -> [n, in_dim] float32 from its flat values (null row -> zeros)."""
+    col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    x = np.zeros((len(col), in_dim), dtype=np.float32)
+    if col.null_count == 0:
+        x[:] = np.asarray(col.flatten().to_numpy(zero_copy_only=False), dtype=np.float32).reshape(len(col), in_dim)
+    elif col.null_count < len(col):
+        ok = col.is_valid().to_numpy(zero_copy_only=False)
+        x[ok] = np.asarray(col.filter(pa.array(ok)).flatten().to_numpy(zero_copy_only=False), dtype=np.float32).reshape(-1, in_dim)
     return x
 
 
@@ -98,15 +116,21 @@ def write_item_features(cfg: MerConfig, ds: str, n: int = 400, in_dim: int = 8, 
     centers = rng.normal(size=(8, in_dim))
     emb = (centers[rng.integers(0, 8, n)] + 0.3 * rng.normal(size=(n, in_dim))).astype(np.float32)
     ids = np.arange(1000, 1000 + n, dtype=np.int64)
-    pretrained = [None if null_every and i % null_every == 0 else list(map(float, emb[i])) for i in range(n)]
+    null = (np.arange(n) % null_every == 0) if null_every else np.zeros(n, dtype=bool)
+    # Built from flat numpy buffers (1M items in well under a second); null rows have no values.
+    offsets = np.concatenate([[0], np.cumsum(np.where(null, 0, in_dim))]).astype(np.int32)
+    pretrained = pa.ListArray.from_arrays(pa.array(offsets), pa.array(emb[~null].reshape(-1)), pa.list_(pa.float32()),
+                                          mask=pa.array(null))
     table = pa.table(
         {
             "item_id": ids,
-            "pretrained_embedding": pa.array(pretrained, pa.list_(pa.float32())),
+            "pretrained_embedding": pretrained,
             "category_id": rng.integers(0, 10, n),
             "creator_id": rng.integers(0, 50, n),
-            "topic_ids": pa.array([[int(t)] for t in rng.integers(0, 16, n)], pa.list_(pa.int64())),
-            "topic_scores": pa.array([[1.0]] * n, pa.list_(pa.float32())),
+            "topic_ids": pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32)), pa.array(rng.integers(0, 16, n)),
+                                                  pa.list_(pa.int64())),
+            "topic_scores": pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32)), pa.array(np.ones(n, np.float32)),
+                                                     pa.list_(pa.float32())),
         },
         schema=ITEM_FEATURES,
     )
