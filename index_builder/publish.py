@@ -162,6 +162,12 @@ def point_latest(store: Store, ds: str, run_id: str, **extra) -> dict:
     return pointer
 
 
+def behind_latest(latest: dict | None, ds: str) -> bool:
+    """True when LATEST already names a newer date: a backfill (or a late re-run) of an older ds publishes
+    its version but must not move readers back in time. `mer rollback` is the way to point LATEST back."""
+    return bool(latest) and str(latest.get("ds", "")) > ds
+
+
 def apply_retention(store: Store, keep: int, latest: dict) -> list[str]:
     """Delete the oldest published versions beyond ``keep``; never the one LATEST names."""
     versions = list_versions(store)
@@ -197,6 +203,8 @@ def run(cfg: MerConfig, ds: str, run_id: str, *, store: Store | None = None) -> 
         verify_version(store, vkey, existing)
         if latest and (latest.get("ds"), latest.get("run_id")) == (ds, run_id):
             return {"status": "unchanged", "version": f"{ds}/{run_id}", "url": store.url(vkey)}
+        if behind_latest(latest, ds):
+            return {"status": "published_behind_latest", "version": f"{ds}/{run_id}", "latest": latest}
         pointer = point_latest(store, ds, run_id, previous=version_name(latest))
         return {"status": "pointer_updated", "version": f"{ds}/{run_id}", "latest": pointer}
 
@@ -215,10 +223,12 @@ def run(cfg: MerConfig, ds: str, run_id: str, *, store: Store | None = None) -> 
     manifest = build_manifest(cfg, ds, run_id, files, shas, recall)
     store.put_json(manifest_key, manifest)
     verify_version(store, vkey, manifest)
-    pointer = point_latest(store, ds, run_id, previous=version_name(latest))
+    behind = behind_latest(latest, ds)
+    pointer = latest if behind else point_latest(store, ds, run_id, previous=version_name(latest))
     deleted = apply_retention(store, cfg.publish.retention, pointer)
     return {
-        "status": "published",
+        "status": "published_behind_latest" if behind else "published",
+        "latest": version_name(pointer),
         "version": f"{ds}/{run_id}",
         "url": store.url(vkey),
         "files": len(files),

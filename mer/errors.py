@@ -34,7 +34,7 @@ _RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:+\-]{0,127}$")
 
 def validate_ds(ds: str) -> str:
     """A logical date 'YYYY-MM-DD'; anything else (e.g. '../x') is refused before it reaches a path."""
-    if not isinstance(ds, str) or not _DS_RE.match(ds):
+    if not isinstance(ds, str) or not _DS_RE.fullmatch(ds):
         raise MerError(f"invalid ds {ds!r}: expected YYYY-MM-DD")
     try:
         date.fromisoformat(ds)
@@ -45,6 +45,6 @@ def validate_ds(ds: str) -> str:
 
 def validate_run_id(run_id: str) -> str:
     """Run ids become object-key segments: no slashes, no '..', bounded length."""
-    if not isinstance(run_id, str) or not _RUN_ID_RE.match(run_id) or ".." in run_id:
+    if not isinstance(run_id, str) or not _RUN_ID_RE.fullmatch(run_id) or ".." in run_id:
         raise MerError(f"invalid run id {run_id!r}: letters, digits and _.:+- only, no '..' or '/'")
     return run_id

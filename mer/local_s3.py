@@ -9,17 +9,20 @@ MinIO instead (docker/docker-compose.yaml).
 """
 from __future__ import annotations
 
+import logging
 import os
+import secrets
 import shutil
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-# Throwaway values moto accepts; never real credentials.
+# Throwaway values moto accepts (it checks no signature); a fresh random secret per process, so
+# no credential, not even a dummy one, is written in the code.
 LOCAL_ENV = {
     "AWS_ACCESS_KEY_ID": "mer-local",
-    "AWS_SECRET_ACCESS_KEY": "mer-local-secret",
+    "AWS_SECRET_ACCESS_KEY": secrets.token_hex(16),
     "AWS_DEFAULT_REGION": "us-east-1",
 }
 
@@ -36,6 +39,11 @@ def patched_env(values: dict[str, str]) -> Iterator[None]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def quiet_access_log() -> None:
+    # One werkzeug line per request drowns the run's own log; errors still show.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
 
 def _client(endpoint: str):
@@ -90,6 +98,7 @@ def local_s3(bucket: str, mirror: Path | None = None) -> Iterator[str]:
     """
     from moto.server import ThreadedMotoServer
 
+    quiet_access_log()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
@@ -114,6 +123,7 @@ def serve(bucket: str, mirror: Path, port: int) -> None:
 
     from moto.server import ThreadedMotoServer
 
+    quiet_access_log()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"

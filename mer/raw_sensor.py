@@ -10,7 +10,13 @@ from typing import Any
 from airflow.sdk import BaseSensorOperator
 from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout
 
+from mer.errors import ContractError
 from mer.pipeline import config_for, missing_raw
+
+
+class RawInputTimeout(ContractError, AirflowFailException):
+    """Raw partitions still missing at the sensor's timeout: a MerError (clear message, no
+    stack trace needed) that Airflow also treats as a failure not worth retrying."""
 
 
 class RawPartitionsSensor(BaseSensorOperator):
@@ -33,8 +39,8 @@ class RawPartitionsSensor(BaseSensorOperator):
         try:
             return super().execute(context)
         except AirflowSensorTimeout as err:
-            raise AirflowFailException(
-                f"raw input for ds={self.ds} still missing after {self.timeout:.0f}s: {_short(self._missing)}"
+            raise RawInputTimeout(
+                f"raw input for ds={self.ds} still missing after {self.timeout:g}s: {_short(self._missing)}"
             ) from err
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from mer.config import MerConfig
 from mer.contract import RAW_TABLES
-from mer.errors import DataQualityError, validate_ds
+from mer.errors import ContractError, DataQualityError, validate_ds
 
 ENGAGEMENT_ID_COLUMNS = ("event_id", "event_ts", "user_id", "item_id", "action", "request_id")
 SOURCE_INTEREST_ID_COLUMNS = ("request_id", "item_id", "retriever")
@@ -148,12 +148,31 @@ def threshold_failures(tables: dict[str, dict], max_bad_fraction: float) -> list
     for name, t in tables.items():
         if t["rows"] and t["bad_fraction"] > max_bad_fraction:
             reason, rec = max(t["reasons"].items(), key=lambda kv: kv[1]["count"])
+            columns = rec.get("columns") or {rec["column"]: rec["count"]}
+            where = (
+                f"in column {rec['column']!r}" if len(columns) == 1
+                else "in columns " + ", ".join(f"{c!r} ({n})" for c, n in columns.items())
+            )
             out.append(
                 f"table {name}: {t['bad']} of {t['rows']} rows quarantined "
                 f"(fraction {t['bad_fraction']:.4f} > max_bad_fraction {max_bad_fraction}); "
-                f"mostly {reason} in column {rec['column']!r} ({rec['count']} rows)"
+                f"mostly {reason} {where} ({rec['count']} rows)"
             )
     return out
+
+
+def empty_partitions(cfg: MerConfig, days: list[str]) -> list[str]:
+    """``table/ds=day`` of every log partition of ``days`` that landed with zero rows (footers only)."""
+    import pyarrow.dataset as pads
+
+    from spark_jobs.warehouse import raw_partition
+
+    return [
+        f"{table}/ds={day}"
+        for table in LOG_OUTPUTS
+        for day in days
+        if pads.dataset(raw_partition(cfg, table, day), format="parquet").count_rows() == 0
+    ]
 
 
 def run(cfg: MerConfig, ds: str) -> dict:
@@ -167,6 +186,14 @@ def run(cfg: MerConfig, ds: str) -> dict:
     t0 = time.perf_counter()
     train_days, eval_days = window_days(cfg, ds)
     days = train_days + eval_days
+    # An eval day that landed empty is an upstream outage, not a quiet day: the model would be
+    # evaluated (and blessed) on nothing. Train days may be empty (the first days of a dataset).
+    empty = empty_partitions(cfg, eval_days)
+    if empty:
+        raise ContractError(
+            "raw input: eval-day partition(s) with 0 rows: " + ", ".join(empty)
+            + f"; re-land them, then re-run `mer validate --ds {ds}`"
+        )
     spark = get_spark(cfg, "mer-validate-raw")
 
     items_snap, items_path = snapshot_partition(cfg, "item_features", ds)
@@ -204,9 +231,14 @@ def run(cfg: MerConfig, ds: str) -> dict:
     tables: dict[str, dict] = {}
     for raw_name, clean_name in LOG_OUTPUTS.items():
         good = count_rows(cfg, clean_name, ds)
-        reasons = {
-            r["reason"]: {"column": r["column"], "count": r["reason_count"]} for r in reason_rows if r["source_table"] == raw_name
-        }
+        # One entry per reason; a reason can hit several columns (null_id in user_id and item_id):
+        # every column's rows count, the column with most rows names the reason.
+        reasons: dict[str, dict] = {}
+        mine = [r for r in reason_rows if r["source_table"] == raw_name]
+        for r in sorted(mine, key=lambda r: (-r["reason_count"], r["column"] or "")):
+            rec = reasons.setdefault(r["reason"], {"column": r["column"], "count": 0, "columns": {}})
+            rec["count"] += r["reason_count"]
+            rec["columns"][r["column"]] = r["reason_count"]
         bad = sum(v["count"] for v in reasons.values())
         rows = good + bad
         tables[raw_name] = {

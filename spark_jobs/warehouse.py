@@ -95,8 +95,24 @@ def raw_partition(cfg: MerConfig, table: str, ds: str) -> Path:
     files = sorted(path.glob("*.parquet")) if path.is_dir() else []
     if not files:
         raise ContractError(f"table {table}: partition ds={ds} is missing ({path})")
-    check_schema(table, ds, pads.dataset(files, format="parquet").schema, RAW_TABLES[table])
+    for f in files:
+        # Every file's footer: a corrupt or truncated file (or one drifted file among good ones)
+        # is named here, not deep inside a Spark task.
+        check_schema(table, ds, read_file_schema(table, ds, f), RAW_TABLES[table])
     return path
+
+
+def read_file_schema(table: str, ds: str, path: Path) -> pa.Schema:
+    """The Arrow schema from one Parquet footer; an unreadable file -> ContractError naming it."""
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_schema(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise ContractError(
+            f"table {table} ds={ds}: file {path.name} is not a readable Parquet file ({exc}); "
+            f"re-land the partition {path.parent}"
+        ) from None
 
 
 def snapshot_partition(cfg: MerConfig, table: str, ds: str) -> tuple[str, Path]:

@@ -46,27 +46,7 @@ def test_window_and_missing_raw(cfg):
     ]
 
 
-SENSOR = r"""
-from mer.raw_sensor import RawPartitionsSensor
-class TI:
-    try_number = 1
-    max_tries = 1
-s = RawPartitionsSensor(task_id="wait_for_raw", ds="2026-01-15", timeout=0.3, poke_interval=0.1, mode="poke")
-try:
-    s.execute({"params": {}, "ti": TI(), "task_instance": TI()})
-except Exception as e:
-    print("@@", type(e).__name__, e)
-"""
-
-
-def test_raw_sensor_times_out_naming_missing_partitions(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "MER_"))}
-    env.update(AIRFLOW_HOME=str(tmp_path / "afh"), MER_ROOT=str(tmp_path / "var"), MER_BUILD__TRAIN_DAYS="1")
-    proc = subprocess.run([sys.executable, "-c", SENSOR], env=env, capture_output=True, text=True, timeout=120)
-    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("@@")][-1]
-    assert "AirflowFailException" in line
-    assert "raw input for ds=2026-01-15 still missing" in line
-    assert "engagement_log/ds=2026-01-14" in line and "topics/ds<=2026-01-15" in line
+# The raw sensor waiting and timing out (late-arriving partitions) is in tests/test_faults_data.py.
 
 
 def test_run_stage_records_success_and_failure(cfg):

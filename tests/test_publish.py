@@ -60,83 +60,7 @@ def test_publish_layout_manifest_last_and_idempotent(run_cfg):
     assert not [c for c in calls if c.startswith("Put") or "Multipart" in c]
 
 
-def test_publish_killed_midway_keeps_latest_and_rerun_completes(run_cfg, monkeypatch):
-    cfg = run_cfg
-    publish.run(cfg, DS, "good")
-    store = Store(cfg)
-    before = _latest(store)
-
-    real = Store.upload_file
-    n = {"calls": 0}
-
-    def dying_upload(self, path, key, sha256):
-        n["calls"] += 1
-        if n["calls"] > 4:
-            raise KeyboardInterrupt("killed")  # like a worker killed mid-publish
-        return real(self, path, key, sha256)
-
-    monkeypatch.setattr(Store, "upload_file", dying_upload)
-    with pytest.raises(KeyboardInterrupt):
-        publish.run(cfg, DS, "second")
-    monkeypatch.setattr(Store, "upload_file", real)
-
-    assert _latest(store) == before
-    assert store.get_json(store.key(DS, "second", MANIFEST)) is None
-    assert len(store.list(store.key(DS, "second"))) == 4
-    assert [v["run_id"] for v in list_versions(store)] == ["good"]
-
-    done = publish.run(cfg, DS, "second")
-    assert done["status"] == "published" and done["resumed_skipped"] == 4
-    assert done["uploaded"] == done["files"] - 4
-    assert _latest(store)["run_id"] == "second" and _latest(store)["previous"] == f"{DS}/good"
-
-
-def test_transient_503_and_slowdown_are_retried(run_cfg):
-    cfg = run_cfg
-    cfg.publish = cfg.publish.model_copy(update={"max_attempts": 4})
-    from botocore.awsrequest import AWSResponse
-
-    class Raw:
-        def __init__(self, body):
-            self.body = body
-
-        def stream(self, **_):
-            yield self.body
-
-    # Two failures (503 then SlowDown) on each of the first three distinct requests: max_attempts=4 absorbs them.
-    failures = {"per_url": {}, "seen": 0, "always": False}
-
-    def flaky(request, **_):
-        tries = failures["per_url"]
-        if failures["always"] or (request.url in tries or len(tries) < 3) and tries.get(request.url, 0) < 2:
-            tries[request.url] = tries.get(request.url, 0) + 1
-            failures["seen"] += 1
-            code = b"SlowDown" if tries[request.url] % 2 == 0 else b"ServiceUnavailable"
-            return AWSResponse(request.url, 503, {}, Raw(b"<Error><Code>" + code + b"</Code><Message>x</Message></Error>"))
-        return None
-
-    store = Store(cfg)
-    store.client.meta.events.register("before-send.s3.*", flaky)
-    out = publish.run(cfg, DS, "flaky", store=store)
-    assert out["status"] == "published" and failures["seen"] == 6
-    publish.verify_version(store, store.key(DS, "flaky"), store.get_json(store.key(DS, "flaky", MANIFEST)))
-
-    # Past max_attempts the failure surfaces as a clear StorageError naming the object.
-    failures["always"] = True
-    with pytest.raises(StorageError, match=r"s3://mer-.*/mer/index/LATEST"):
-        store.put_json(store.key(LATEST), {"x": 1})
-
-
-def test_missing_credentials_is_a_clear_message(cfg, monkeypatch, tmp_path):
-    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.delenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", raising=False)
-    monkeypatch.delenv("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", raising=False)
-    with pytest.raises(StorageError, match="no credentials found; set AWS_ACCESS_KEY_ID"):
-        Store(cfg)
+# Faults (killed mid-upload, S3 5xx / throttling, missing credentials) are in tests/test_faults_publish.py.
 
 
 def test_retention_and_rollback(run_cfg):
@@ -154,6 +78,18 @@ def test_retention_and_rollback(run_cfg):
         publish.rollback(cfg)
     # Re-running the rolled-back run points LATEST at it again without re-uploading.
     assert publish.run(cfg, DS, "r3")["status"] == "pointer_updated"
+
+
+def test_backfilling_an_older_ds_publishes_it_but_leaves_latest_on_the_newest_date(run_cfg):
+    cfg = fx.prepared_run(run_cfg, "2026-01-14", bucket=run_cfg.publish.bucket)
+    publish.run(cfg, DS, "daily")
+    out = publish.run(cfg, "2026-01-14", "backfill")
+    store = Store(cfg)
+    assert out["status"] == "published_behind_latest" and out["latest"] == f"{DS}/daily"
+    assert _latest(store)["ds"] == DS and _latest(store)["run_id"] == "daily"
+    assert {(v["ds"], v["run_id"]) for v in list_versions(store)} == {(DS, "daily"), ("2026-01-14", "backfill")}
+    assert publish.run(cfg, "2026-01-14", "backfill")["status"] == "published_behind_latest"  # re-run: still behind
+    assert _latest(store)["run_id"] == "daily"
 
 
 def test_rollback_skips_a_corrupted_version(run_cfg):

@@ -57,15 +57,7 @@ def test_training_gate_lists_failed_expectations(built_small, cfg):
     assert saved["success"] is False and len(saved["failures"]) == 3
 
 
-def test_training_gate_checks_the_join_rate(built_small, cfg):
-    from mer.quality.gates import run
-
-    good = read_partition(built_small[0].table("training_examples"), DS)
-    i = good.schema.get_field_index("condition_id")
-    write_snapshots(cfg)
-    write_partition(cfg.table("training_examples"), DS, good.set_column(i, "condition_id", pa.nulls(len(good), pa.int64())))
-    with pytest.raises(DataQualityError, match=r"expect_column_mean_to_be_between \(column has_condition\) observed 0\.0"):
-        run(cfg, DS, "training")
+# The join rate collapsing is in tests/test_faults_data.py.
 
 
 def _embeddings(ids, dim=64, seed=0) -> np.ndarray:

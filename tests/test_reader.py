@@ -71,13 +71,7 @@ def test_reader_verifies_loads_and_answers_like_local_index(published, capsys):
         idx.user_candidates(999, 5)
 
 
-def test_reader_refuses_corrupted_shard(published, tmp_path):
-    cfg = published
-    store = Store(cfg)
-    key = store.key(DS, "r1", "index/cr/shard-00001.faiss")
-    store.client.put_object(Bucket=store.bucket, Key=key, Body=b"not an index")
-    with pytest.raises(StorageError, match=r"checksum mismatch for index/cr/shard-00001\.faiss in version 2026-01-15/r1"):
-        PublishedIndex(cfg, cache_dir=tmp_path / "fresh")
+# A corrupted shard at download is in tests/test_faults_publish.py.
 
 
 def test_reader_refuses_half_written_version(published, monkeypatch):

@@ -58,9 +58,26 @@ def _jsonable(value):
     return json.loads(json.dumps(value, default=lambda v: v.item() if hasattr(v, "item") else str(v)))
 
 
+# Derived check columns (mer/quality/frames.py) in words, and the config knob behind a bound.
+MEANING = {
+    "has_condition": "join rate of positive engagements to source_interest_log",
+    "emb_finite": "embeddings with NaN/inf values",
+    "emb_norm": "embedding L2 norm",
+    "emb_dim": "embedding dimension",
+}
+BOUND_NAMES = {"has_condition": ("build.join_rate_min", "build.join_rate_max")}
+
+
 def describe_failure(table: str, r: dict) -> str:
     column = r.get("column") or ",".join(r.get("column_list") or []) or "-"
-    return f"{table}: {r['expectation']} (column {column}) observed {r['observed']}"
+    out = f"{table}: {r['expectation']} (column {column}) observed {r['observed']}"
+    meaning = MEANING.get(column)
+    lo, hi = r.get("min_value"), r.get("max_value")
+    if lo is not None or hi is not None:
+        lo_name, hi_name = BOUND_NAMES.get(column, ("min", "max"))
+        bounds = f"expected {lo_name}={lo} <= value <= {hi_name}={hi}"
+        meaning = f"{meaning}; {bounds}" if meaning else bounds
+    return f"{out} [{meaning}]" if meaning else out
 
 
 def validate_frame(ctx, stage: str, frame, expectations: list, ds: str) -> list[dict]:
@@ -94,6 +111,8 @@ def validate_frame(ctx, stage: str, frame, expectations: list, ds: str) -> list[
                         "expectation": r.expectation_config.type,
                         "column": kw.get("column"),
                         "column_list": kw.get("column_list"),
+                        "min_value": kw.get("min_value"),
+                        "max_value": kw.get("max_value"),
                         "success": bool(r.success),
                         "observed": _observed(r.result or {}),
                     }

@@ -1,0 +1,226 @@
+"""Fault injection, model/index/publish side: one test per fault (issue #6).
+
+Against a real S3-compatible HTTP server (moto server mode on 127.0.0.1) with boto3. Each test
+asserts the failure names its cause, that nothing is half-published (LATEST unchanged, no
+manifest.json for the broken version) and that a re-run after the fault is removed succeeds.
+Data faults are in tests/test_faults_data.py.
+
+    model regression vs the last blessed   test_fault_model_regression_vs_last_blessed
+    recall regression of a shard           test_fault_shard_recall_regression
+    S3 5xx and throttling                  test_fault_s3_5xx_and_throttling_are_retried
+    process killed during upload           test_fault_killed_during_upload
+    corrupted shard at download            test_fault_corrupted_shard_at_download
+    missing credentials                    test_fault_missing_credentials
+"""
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pytest
+
+from index_builder import build, layout, publish, recall
+from index_builder.publish import LATEST, MANIFEST, list_versions
+from index_builder.reader import PublishedIndex
+from index_builder.storage import Store
+from mer.contract import EVAL_METRICS
+from mer.errors import GateError, StorageError
+from mer.tables import write_partition
+from tests import item_tower_fixture as fx
+
+DS = "2026-01-15"
+
+
+@pytest.fixture(autouse=True)
+def towers_env(monkeypatch):
+    monkeypatch.setenv("MER_SERVING_MODULE", "tests.item_tower_fixture")
+
+
+@pytest.fixture
+def run_cfg(cfg, s3_env):
+    return fx.prepared_run(cfg, DS)
+
+
+def _latest(store):
+    return store.get_json(store.key(LATEST))
+
+
+def _assert_not_published(store, run_id, latest_before):
+    assert _latest(store) == latest_before
+    assert store.get_json(store.key(DS, run_id, MANIFEST)) is None
+    assert run_id not in [v["run_id"] for v in list_versions(store)]
+
+
+# ---------------------------------------------------------------- model regression
+def _eval_metrics(cfg, candidate: float, baseline: float) -> None:
+    metric = f"hr@{cfg.eval.ks[0]}"
+    rows = [(cfg.eval.candidate_model, "", metric, "all", candidate), (cfg.eval.baseline_model, "", metric, "all", baseline)]
+    write_partition(cfg.table("eval_metrics"), DS,
+                    pa.Table.from_pylist([dict(zip(EVAL_METRICS.names, r)) for r in rows], schema=EVAL_METRICS))
+
+
+def test_fault_model_regression_vs_last_blessed(cfg, monkeypatch):
+    """The candidate still beats the baseline but fell > bless_tolerance below the last blessed model:
+    not blessed (the DAG short-circuits inference..publish, LATEST stays), the registry is untouched."""
+    from model import bless
+
+    monkeypatch.delenv("MER_BLESS_FORCE_FAIL", raising=False)
+    registry = cfg.artifacts_dir / "blessed.json"
+    registry.parent.mkdir(parents=True, exist_ok=True)
+    last = {"ds": "2026-01-14", "model": "dcm", "metric": f"hr@{cfg.eval.ks[0]}", "value": 0.5, "at": "x"}
+    registry.write_text(json.dumps({"current": last, "history": [last]}))
+    before = registry.read_bytes()
+
+    _eval_metrics(cfg, candidate=0.30, baseline=0.20)
+    out = bless.run(cfg, DS)
+    assert out["blessed"] is False
+    assert out["reason"] == (f"candidate 0.3000 regresses more than {cfg.eval.bless_tolerance:.1%} "
+                             "vs last blessed 0.5000")
+    assert (out["candidate"], out["baseline"], out["last_blessed"]) == (0.30, 0.20, 0.5)
+    assert registry.read_bytes() == before
+
+    _eval_metrics(cfg, candidate=0.55, baseline=0.20)  # a fixed model
+    out = bless.run(cfg, DS)
+    assert out["blessed"] is True
+    assert json.loads(registry.read_text())["current"]["value"] == 0.55
+
+
+# ---------------------------------------------------------------- recall regression of one shard
+def test_fault_shard_recall_regression(run_cfg):
+    cfg = run_cfg
+    publish.run(cfg, DS, "good")
+    store = Store(cfg)
+    before = _latest(store)
+
+    # Shard 1 rebuilt with a far too lossy index (2 x 4-bit PQ codes): its recall collapses.
+    cfg.index = cfg.index.model_copy(update={"index_key": "IVF4,PQ2x4"})
+    build.run(cfg, DS, shard=1)
+    with pytest.raises(GateError) as err:
+        recall.run(cfg, DS)
+    msg = str(err.value)
+    assert f"recall gate failed for ds={DS}" in msg
+    assert "dcm/shard-00001: recall@10=" in msg and "< 0.95 (IVF4,PQ2x4" in msg
+    assert "shard-00000" not in msg  # the healthy shard is not blamed
+    report = json.loads(layout.recall_path(cfg, DS).read_text())
+    assert report["passed"] is False and report["models"]["dcm"]["shards"]["shard-00000"]["recall"] >= 0.95
+
+    with pytest.raises(GateError, match=r"publish ds=2026-01-15: recall gate did not pass \(cr/shard-00001: recall@10="):
+        publish.run(cfg, DS, "second")
+    _assert_not_published(store, "second", before)
+    assert store.list(store.key(DS, "second")) == {}  # not one object uploaded
+
+    cfg.index = cfg.index.model_copy(update={"index_key": "Flat"})  # the shard rebuilt right
+    build.run(cfg, DS, shard=1)
+    assert recall.run(cfg, DS)["passed"]
+    assert publish.run(cfg, DS, "second")["status"] == "published"
+    assert _latest(store)["run_id"] == "second"
+
+
+# ---------------------------------------------------------------- S3 5xx and throttling
+def test_fault_s3_5xx_and_throttling_are_retried(run_cfg):
+    cfg = run_cfg
+    cfg.publish = cfg.publish.model_copy(update={"max_attempts": 4})
+    from botocore.awsrequest import AWSResponse
+
+    class Raw:
+        def __init__(self, body):
+            self.body = body
+
+        def stream(self, **_):
+            yield self.body
+
+    # Two failures (503 then SlowDown) on each of the first three distinct requests: max_attempts=4 absorbs them.
+    failures = {"per_url": {}, "seen": 0, "always": False}
+
+    def flaky(request, **_):
+        tries = failures["per_url"]
+        if failures["always"] or (request.url in tries or len(tries) < 3) and tries.get(request.url, 0) < 2:
+            tries[request.url] = tries.get(request.url, 0) + 1
+            failures["seen"] += 1
+            code = b"SlowDown" if tries[request.url] % 2 == 0 else b"ServiceUnavailable"
+            return AWSResponse(request.url, 503, {}, Raw(b"<Error><Code>" + code + b"</Code><Message>x</Message></Error>"))
+        return None
+
+    store = Store(cfg)
+    store.client.meta.events.register("before-send.s3.*", flaky)
+    out = publish.run(cfg, DS, "flaky", store=store)
+    assert out["status"] == "published" and failures["seen"] == 6
+    publish.verify_version(store, store.key(DS, "flaky"), store.get_json(store.key(DS, "flaky", MANIFEST)))
+
+    # Past max_attempts the failure surfaces as a clear StorageError naming the object, LATEST unchanged.
+    before = _latest(store)
+    failures["always"] = True
+    with pytest.raises(StorageError, match=r"object storage: put s3://mer-.*/mer/index/LATEST failed: (SlowDown|ServiceUnavailable)"):
+        store.put_json(store.key(LATEST), {"x": 1})
+    failures["always"] = False
+    assert _latest(store) == before
+
+
+# ---------------------------------------------------------------- killed mid-upload
+def test_fault_killed_during_upload(run_cfg, monkeypatch):
+    cfg = run_cfg
+    publish.run(cfg, DS, "good")
+    store = Store(cfg)
+    before = _latest(store)
+
+    real = Store.upload_file
+    n = {"calls": 0}
+
+    def dying_upload(self, path, key, sha256):
+        n["calls"] += 1
+        if n["calls"] > 4:
+            raise KeyboardInterrupt("killed")  # like a worker killed mid-publish
+        return real(self, path, key, sha256)
+
+    monkeypatch.setattr(Store, "upload_file", dying_upload)
+    with pytest.raises(KeyboardInterrupt):
+        publish.run(cfg, DS, "second")
+    monkeypatch.setattr(Store, "upload_file", real)
+
+    _assert_not_published(store, "second", before)
+    assert len(store.list(store.key(DS, "second"))) == 4
+    assert [v["run_id"] for v in list_versions(store)] == ["good"]
+    with pytest.raises(StorageError, match="has no manifest.json"):  # a reader refuses the half-written version
+        PublishedIndex(cfg, f"{DS}/second")
+
+    done = publish.run(cfg, DS, "second")
+    assert done["status"] == "published" and done["resumed_skipped"] == 4
+    assert done["uploaded"] == done["files"] - 4
+    assert _latest(store)["run_id"] == "second" and _latest(store)["previous"] == f"{DS}/good"
+
+
+# ---------------------------------------------------------------- corrupted shard at download
+def test_fault_corrupted_shard_at_download(run_cfg, tmp_path):
+    cfg = run_cfg
+    publish.run(cfg, DS, "r1")
+    store = Store(cfg)
+    key = store.key(DS, "r1", "index/cr/shard-00001.faiss")
+    good = store.get_bytes(key)
+    store.client.put_object(Bucket=store.bucket, Key=key, Body=b"not an index")
+    cache = tmp_path / "fresh"
+    with pytest.raises(StorageError, match=r"checksum mismatch for index/cr/shard-00001\.faiss in version 2026-01-15/r1"):
+        PublishedIndex(cfg, cache_dir=cache)
+    assert not list(cache.rglob("shard-00001.faiss*"))  # the bad bytes were not kept, let alone loaded
+
+    store.client.put_object(Bucket=store.bucket, Key=key, Body=good)  # the object repaired
+    assert PublishedIndex(cfg, cache_dir=cache).version == f"{DS}/r1"
+
+
+# ---------------------------------------------------------------- missing credentials
+def test_fault_missing_credentials(run_cfg, monkeypatch, tmp_path):
+    cfg = run_cfg
+    saved = {v: __import__("os").environ[v] for v in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
+                "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    with pytest.raises(StorageError, match="object storage: no credentials found; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"):
+        publish.run(cfg, DS, "r1")
+
+    for var, value in saved.items():
+        monkeypatch.setenv(var, value)
+    out = publish.run(cfg, DS, "r1")  # the failed run left nothing behind: everything is uploaded now
+    assert out["status"] == "published" and out["resumed_skipped"] == 0 and out["uploaded"] == out["files"]
+    assert _latest(Store(cfg))["run_id"] == "r1"
