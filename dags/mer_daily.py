@@ -56,7 +56,8 @@ PARAMS = {
     "recall_target": _num("number", "minimum recall@K of every shard vs exact search", minimum=0, maximum=1),
     "bless_margin": _num("number", "HR gain over the single-embedding baseline required to bless"),
     "bless_tolerance": _num("number", "HR drop vs the last blessed model that is tolerated", minimum=0),
-    "extra_baselines": Param([], type="array", description="more comparators to train in parallel: mind, sa, token"),
+    "extra_baselines": Param(["mind", "sa", "token", "pinnersage"], type="array",
+                             description="more comparators to train in parallel: mind, sa, token, pinnersage"),
     "generate_if_absent": Param(False, type="boolean", description="write synthetic logs when raw input is missing"),
 }
 

@@ -7,6 +7,7 @@ exported user tower (user_tower.pt2).
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
@@ -55,15 +56,61 @@ def set_threads(cfg: MerConfig) -> None:
     torch.set_num_threads(cfg.train.num_threads or max(1, min(2, os.cpu_count() or 1)))
 
 
-def train_step(net: TwoTower, batch, log_q: torch.Tensor, opt: torch.optim.Optimizer, temperature: float) -> float:
-    user, importance = net.user(*batch.inputs)  # [B, K, d], [B, K]
-    items = net.item(*batch.catalog_inputs)  # [B, d]
-    u = select_embedding(user, items, active_of(net, importance.detach()), net.association, net.c.gumbel_tau)
-    loss = sampled_softmax_loss(u, items, log_q, torch.from_numpy(batch.item_ids), temperature)  # Eq 9
+def train_step(net: TwoTower, batch, log_q: torch.Tensor, opt: torch.optim.Optimizer, temperature: float,
+               ddp: torch.nn.Module | None = None) -> float:
+    # Under DDP the forward goes through the wrapper, so backward all-reduces (averages) the gradients.
+    loss = ddp(batch, log_q, temperature) if ddp is not None else batch_loss(net, batch, log_q, temperature)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
     return float(loss.detach())
+
+
+def batch_loss(net: TwoTower, batch, log_q: torch.Tensor, temperature: float) -> torch.Tensor:
+    user, importance = net.user(*batch.inputs)  # [B, K, d], [B, K]
+    items = net.item(*batch.catalog_inputs)  # [B, d]
+    u = select_embedding(user, items, active_of(net, importance.detach()), net.association, net.c.gumbel_tau,
+                         temperature)
+    return sampled_softmax_loss(u, items, log_q, torch.from_numpy(batch.item_ids), temperature)  # Eq 9
+
+
+class _StepLoss(torch.nn.Module):
+    """The training loss as one module's forward, so DistributedDataParallel wraps (and syncs) every step."""
+
+    def __init__(self, net: TwoTower):
+        super().__init__()
+        self.net = net
+
+    def forward(self, batch, log_q: torch.Tensor, temperature: float) -> torch.Tensor:
+        return batch_loss(self.net, batch, log_q, temperature)
+
+
+def dist_setup() -> tuple[int, int]:
+    """(rank, world size). Under ``torchrun`` (WORLD_SIZE > 1) joins the process group (gloo on CPU)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group(backend=os.environ.get("MER_DDP_BACKEND", "gloo"))
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _all_reduce(values: list[float], op: str = "sum") -> list[float]:
+    import torch.distributed as dist
+
+    t = torch.tensor(values, dtype=torch.float64)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX)
+    return t.tolist()
+
+
+def _broadcast(value: float) -> float:
+    import torch.distributed as dist
+
+    t = torch.tensor([value], dtype=torch.float64)
+    dist.broadcast(t, src=0)
+    return float(t[0])
 
 
 def _filter(table: pa.Table, keep: np.ndarray) -> pa.Table:
@@ -79,7 +126,10 @@ def run(cfg: MerConfig, ds: str, model: str = "dcm", variant: str | None = None)
         return pinnersage_run(cfg, ds)
     name = artifact_name(model, variant)
     t = cfg.train
+    rank, world = dist_setup()
     set_threads(cfg)
+    if world > 1 and not t.num_threads:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))  # the ranks share the machine's cores
     torch.manual_seed(t.seed)
     np.random.seed(t.seed)
     t0 = time.time()
@@ -100,17 +150,33 @@ def run(cfg: MerConfig, ds: str, model: str = "dcm", variant: str | None = None)
                     tc.history_len)
     corpus = corpus_rows(cfg, ds, catalog)
     opt = torch.optim.AdamW(net.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    ddp = None
+    if world > 1:
+        # Same seed on every rank (and DDP broadcasts rank 0's weights); a variant's idle parameters
+        # must not stall the gradient all-reduce.
+        ddp = torch.nn.parallel.DistributedDataParallel(_StepLoss(net), find_unused_parameters=True)
+        torch.manual_seed(t.seed + 1000 * rank)  # Gumbel noise differs per rank
 
     curve, best, best_state, bad_epochs, seen = [], -1.0, None, 0, 0
     cond_rng = np.random.default_rng(t.seed + 1)
-    for epoch in range(t.epochs):
+    total_steps = 0
+    for epoch in range(8 * t.epochs):
+        if epoch >= t.epochs and total_steps >= t.min_steps:
+            break
         net.train()
         rng = np.random.default_rng([t.seed, epoch])
         tables = stream_tables(cfg, ds, "train", conditioned_only=(model == "cr" and variant == "source"))
         losses, n_ex, e0, steps = [], 0, time.time(), 0
         bar = tqdm(shuffled_tables(tables, t.shuffle_buffer, t.batch_size, rng), desc=f"{name} epoch {epoch}",
-                   unit="batch", leave=False, disable=None)
-        for table in bar:
+                   unit="batch", leave=False, disable=None if rank == 0 else True)
+        joined = contextlib.ExitStack()
+        if ddp is not None:
+            # Every rank sees the same seeded batch order and trains on batches i % world == rank (disjoint
+            # slices); join() lets a rank that runs out of batches shadow the others' all-reduces.
+            joined.enter_context(ddp.join())
+        for i, table in enumerate(bar):
+            if world > 1 and i % world != rank:
+                continue
             cond = sample_item_conditions(table, catalog, cond_rng) if (model == "cr" and variant == "item") else None
             batch = make_batch(table, catalog, tc.history_len, cond)
             keep = batch.target_rows.numpy() > 0
@@ -125,17 +191,25 @@ def run(cfg: MerConfig, ds: str, model: str = "dcm", variant: str | None = None)
                 log_q = log_prob[batch.target_rows]
             else:
                 log_q = torch.from_numpy(np.log(freq.update(batch.item_ids))).float()
-            losses.append(train_step(net, batch, log_q, opt, t.temperature))
+            losses.append(train_step(net, batch, log_q, opt, t.temperature, ddp))
             n_ex += len(batch)
             steps += 1
             bar.set_postfix(loss=f"{losses[-1]:.3f}", ex_s=f"{n_ex / max(time.time() - e0, 1e-6):.0f}")
             if t.max_steps_per_epoch and steps >= t.max_steps_per_epoch:
                 break
+        joined.close()
+        if world > 1:  # epoch figures over all ranks: examples summed, steps of the longest rank
+            n_ex, any_losses = (int(v) for v in _all_reduce([n_ex, len(losses)]))
+            steps = int(_all_reduce([steps], "max")[0])
+            losses = losses or ([float("nan")] if any_losses else [])
         if not losses:
             raise ContractError(f"table training_examples: no usable train rows for model {name} in ds={ds}"
                                 + (" (CR needs rows with condition_id)" if model == "cr" else ""))
         seen += n_ex
-        hr = hr_at(net, ev, catalog, corpus, 100)
+        total_steps += steps
+        hr = hr_at(net, ev, catalog, corpus, 100) if rank == 0 else float("nan")
+        if world > 1:
+            hr = _broadcast(hr)  # rank 0 evaluates; every rank takes the same early-stopping decision
         secs = time.time() - e0
         curve.append({"epoch": epoch, "steps": steps, "examples": n_ex, "loss": float(np.mean(losses)),
                       "loss_first": losses[0], "loss_last": float(np.mean(losses[-max(1, len(losses) // 5):])),
@@ -150,9 +224,13 @@ def run(cfg: MerConfig, ds: str, model: str = "dcm", variant: str | None = None)
             if bad_epochs >= t.patience:
                 break
     net.load_state_dict(best_state)
+    if rank > 0:  # only rank 0 writes the model folder
+        return {"model": name, "rank": rank, "world_size": world, "train_examples_seen": seen,
+                "best_eval_hr@100": best}
     out = save_artifacts(cfg, ds, name, net, tc, curve,
                          {"train_seconds": round(time.time() - t0, 2), "train_examples_seen": seen,
-                          "best_eval_hr@100": best, "logq": "item_frequency" if prob is not None else "streaming"})
+                          "best_eval_hr@100": best, "logq": "item_frequency" if prob is not None else "streaming",
+                          "world_size": world})
     return out
 
 

@@ -3,7 +3,7 @@
 # Opens http://127.0.0.1:8080 with the mer_daily DAG, its runs and task logs. Backfill from the UI
 # (DAG page -> Trigger -> Backfill) or from another shell:
 #   AIRFLOW_HOME=var/airflow_home .venv/bin/airflow backfill create --dag-id mer_daily \
-#       --from-date 2026-01-13 --to-date 2026-01-16
+#       --from-date 2026-01-13 --to-date 2026-01-16 --max-active-runs 1
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
@@ -25,7 +25,7 @@ if [ -z "${AWS_ENDPOINT_URL:-}" ]; then
   PORT="${MER_LOCAL_S3_PORT:-9400}"
   "$BIN/python" -m mer.local_s3 --port "$PORT" &
   S3_PID=$!
-  export AWS_ENDPOINT_URL="http://127.0.0.1:$PORT" AWS_ACCESS_KEY_ID=mer-local AWS_SECRET_ACCESS_KEY=mer-local-secret AWS_DEFAULT_REGION=us-east-1
+  export AWS_ENDPOINT_URL="http://127.0.0.1:$PORT" AWS_ACCESS_KEY_ID=mer-local AWS_SECRET_ACCESS_KEY="$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')" AWS_DEFAULT_REGION=us-east-1
 fi
 cleanup() { if [ -n "$S3_PID" ]; then kill -TERM "$S3_PID" 2>/dev/null || true; wait "$S3_PID" 2>/dev/null || true; fi; }
 trap cleanup EXIT

@@ -20,7 +20,10 @@ def get_spark(cfg: MerConfig, app_name: str = "mer"):
     # not whatever `python3` is first on PATH.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = SparkSession.builder.appName(app_name)
-    if not os.environ.get("SPARK_SUBMIT_MODE") and "spark.master" not in os.environ.get("PYSPARK_SUBMIT_ARGS", ""):
+    # Under spark-submit (PythonRunner sets PYSPARK_GATEWAY_PORT for the driver) the master comes from
+    # --master; setting one here would silently run a cluster submission in local mode.
+    submitted = bool(os.environ.get("SPARK_SUBMIT_MODE") or os.environ.get("PYSPARK_GATEWAY_PORT"))
+    if not submitted and "spark.master" not in os.environ.get("PYSPARK_SUBMIT_ARGS", ""):
         builder = builder.master(os.environ.get("MER_SPARK_MASTER", cfg.build.spark_master))
     spark = (
         builder.config("spark.sql.session.timeZone", "UTC")

@@ -166,7 +166,7 @@ STAGE_TASKS = r"^(wait_for_raw|validate_raw|gate_.*|training_data|train_.*|evalu
 def test_dag_test_runs_the_wiring_with_mapped_shards_and_a_report(tmp_path):
     """Real Airflow run (dag.test): trigger rules, mapping over `shards`, the report task rendering."""
     proc = subprocess.run(
-        [sys.executable, "-c", WIRING_RUN, "2026-01-15", json.dumps({"shards": 3}), STAGE_TASKS],
+        [sys.executable, "-c", WIRING_RUN, "2026-01-15", json.dumps({"shards": 3, "extra_baselines": []}), STAGE_TASKS],
         env=airflow_env(tmp_path, MER_RETRY_DELAY_S="1"), capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
