@@ -156,6 +156,11 @@ def version_name(pointer: dict | None) -> str | None:
     return f"{pointer['ds']}/{pointer['run_id']}" if pointer else None
 
 
+def read_latest(store: Store) -> dict | None:
+    """The LATEST pointer ({ds, run_id, manifest, ...}) or None before the first publish."""
+    return store.get_json(store.key(LATEST))
+
+
 def point_latest(store: Store, ds: str, run_id: str, **extra) -> dict:
     pointer = {"ds": ds, "run_id": run_id, "manifest": store.key(ds, run_id, MANIFEST), **extra}
     store.put_json(store.key(LATEST), pointer)
@@ -196,7 +201,7 @@ def run(cfg: MerConfig, ds: str, run_id: str, *, store: Store | None = None) -> 
     store.ensure_bucket()
     vkey = store.key(ds, run_id)
     manifest_key = f"{vkey}/{MANIFEST}"
-    latest = store.get_json(store.key(LATEST))
+    latest = read_latest(store)
 
     existing = store.get_json(manifest_key)
     if existing is not None:
@@ -242,7 +247,7 @@ def run(cfg: MerConfig, ds: str, run_id: str, *, store: Store | None = None) -> 
 def rollback(cfg: MerConfig, *, store: Store | None = None) -> dict:
     """Point LATEST at the newest verified version older than the current one."""
     store = store or Store(cfg)
-    latest = store.get_json(store.key(LATEST))
+    latest = read_latest(store)
     if latest is None:
         raise MerError(f"rollback: nothing published under {store.url(store.prefix)} (no LATEST)")
     versions = list_versions(store)

@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from index_builder import merge
-from index_builder.publish import LATEST, MANIFEST, list_versions
+from index_builder.publish import LATEST, MANIFEST, list_versions, read_latest
 from index_builder.search import load_model_shards, search_shards
 from index_builder.shards import embeddings_to_numpy
 from index_builder.storage import Store, sha256_file
@@ -38,7 +38,7 @@ class Candidate:
 def resolve_version(store: Store, version: str | None) -> tuple[str, str]:
     """``LATEST``/None, ``<ds>`` (newest published run of that day) or ``<ds>/<run_id>``."""
     if version in (None, "", LATEST):
-        pointer = store.get_json(store.key(LATEST))
+        pointer = read_latest(store)
         if pointer is None:
             raise StorageError(f"reader: no {LATEST} under {store.url(store.prefix)}; nothing is published")
         return validate_ds(pointer["ds"]), validate_run_id(pointer["run_id"])

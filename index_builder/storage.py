@@ -175,8 +175,15 @@ class Store:
 
 
 def s3_checksum_matches(head: dict, sha256_hex: str) -> bool | None:
-    """Compare S3's own SHA-256 (single-part uploads) with ours; None when S3 has a composite/no checksum."""
+    """Compare S3's own SHA-256 (single-part uploads) with ours; None when S3 has a composite/no checksum.
+
+    A multipart upload's checksum is a checksum of the parts' checksums. AWS marks it (``-N`` suffix,
+    ``ChecksumType: COMPOSITE``); some S3-compatible servers (moto) return it bare, so the multipart
+    ETag (``"<md5>-<parts>"``) is the reliable sign. Those objects are checked by our own SHA-256 in
+    the metadata and by the reader hashing what it downloads.
+    """
     value = head.get("ChecksumSHA256")
-    if not value or "-" in value or head.get("ChecksumType") == "COMPOSITE":
+    multipart = "-" in str(head.get("ETag", "")).strip('"')
+    if not value or multipart or "-" in value or head.get("ChecksumType") == "COMPOSITE":
         return None
     return base64.b64decode(value).hex() == sha256_hex

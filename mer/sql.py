@@ -8,23 +8,9 @@ on ``ds`` for one run.
 """
 from __future__ import annotations
 
-import re
-from pathlib import Path
-
 from mer.config import MerConfig
 from mer.errors import MerError
-from mer.tables import list_partitions
-
-
-def _tables(base: Path) -> dict[str, Path]:
-    if not base.is_dir():
-        return {}
-    return {
-        p.name: p
-        for p in sorted(base.iterdir())
-        if p.is_dir() and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", p.name)
-        and any((p / f"ds={d}").glob("*.parquet") for d in list_partitions(p))
-    }
+from mer.tables import list_tables
 
 
 def connect(cfg: MerConfig):
@@ -34,7 +20,7 @@ def connect(cfg: MerConfig):
     con = duckdb.connect()
     con.execute("CREATE SCHEMA IF NOT EXISTS mer")
     con.execute("CREATE SCHEMA IF NOT EXISTS raw")
-    raw, warehouse = _tables(cfg.raw_dir), _tables(cfg.warehouse_dir)
+    raw, warehouse = list_tables(cfg.raw_dir), list_tables(cfg.warehouse_dir)
     views = [("raw", n, p) for n, p in raw.items()] + [("mer", n, p) for n, p in {**raw, **warehouse}.items()]
     views += [("main", n, p) for n, p in {**raw, **warehouse}.items()]
     for schema, name, path in views:
@@ -47,7 +33,7 @@ def connect(cfg: MerConfig):
 
 
 def known_tables(cfg: MerConfig) -> list[str]:
-    return sorted({*_tables(cfg.raw_dir), *_tables(cfg.warehouse_dir)})
+    return sorted({*list_tables(cfg.raw_dir), *list_tables(cfg.warehouse_dir)})
 
 
 def query(cfg: MerConfig, statement: str):

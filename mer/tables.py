@@ -8,6 +8,7 @@ replaces that partition only.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -29,6 +30,20 @@ def list_partitions(table_dir: Path) -> list[str]:
     if not table_dir.is_dir():
         return []
     return sorted(p.name[3:] for p in table_dir.iterdir() if p.is_dir() and p.name.startswith("ds="))
+
+
+def list_tables(base: Path) -> dict[str, Path]:
+    """Table folders under ``base`` with at least one committed partition holding Parquet files.
+    Names must be plain SQL identifiers: they are interpolated into Spark and DuckDB DDL."""
+    base = Path(base)
+    if not base.is_dir():
+        return {}
+    return {
+        p.name: p
+        for p in sorted(base.iterdir())
+        if p.is_dir() and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", p.name)
+        and any((p / f"ds={d}").glob("*.parquet") for d in list_partitions(p))
+    }
 
 
 def latest_partition(table_dir: Path, ds: str) -> str:

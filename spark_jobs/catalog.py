@@ -12,17 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mer.config import MerConfig
-from mer.tables import list_partitions
-
-
-def _tables(base: Path) -> dict[str, Path]:
-    if not base.is_dir():
-        return {}
-    return {
-        p.name: p
-        for p in sorted(base.iterdir())
-        if p.is_dir() and p.name.isidentifier() and any(p.joinpath(f"ds={d}").glob("*.parquet") for d in list_partitions(p))
-    }
+from mer.tables import list_partitions, list_tables
 
 
 def _ddl(spark, path: Path) -> str:
@@ -44,7 +34,7 @@ def _ddl(spark, path: Path) -> str:
 def register_tables(spark, cfg: MerConfig) -> list[str]:
     """(Re)register every table that has data; returns the qualified names."""
     names: list[str] = []
-    raw, warehouse = _tables(cfg.raw_dir), _tables(cfg.warehouse_dir)
+    raw, warehouse = list_tables(cfg.raw_dir), list_tables(cfg.warehouse_dir)
     spark.sql("CREATE DATABASE IF NOT EXISTS mer")
     spark.sql("CREATE DATABASE IF NOT EXISTS raw")
     targets = [("raw", n, p) for n, p in raw.items()] + [("mer", n, p) for n, p in raw.items() if n not in warehouse]

@@ -53,3 +53,17 @@ def s3_env(s3_endpoint, monkeypatch):
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     return s3_endpoint
+
+
+@pytest.fixture
+def towers_env(monkeypatch):
+    """Serve the small seeded item tower of tests/item_tower_fixture.py instead of a trained model."""
+    monkeypatch.setenv("MER_SERVING_MODULE", "tests.item_tower_fixture")
+
+
+@pytest.fixture
+def run_cfg(cfg, s3_env, towers_env):
+    """Index shards + recall report for 2026-01-15, ready to publish to the local S3 endpoint."""
+    from tests import item_tower_fixture as fx
+
+    return fx.prepared_run(cfg, "2026-01-15")

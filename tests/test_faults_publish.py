@@ -20,7 +20,7 @@ import pyarrow as pa
 import pytest
 
 from index_builder import build, layout, publish, recall
-from index_builder.publish import LATEST, MANIFEST, list_versions
+from index_builder.publish import LATEST, MANIFEST, list_versions, read_latest
 from index_builder.reader import PublishedIndex
 from index_builder.storage import Store
 from mer.contract import EVAL_METRICS
@@ -29,24 +29,11 @@ from mer.tables import write_partition
 from tests import item_tower_fixture as fx
 
 DS = "2026-01-15"
-
-
-@pytest.fixture(autouse=True)
-def towers_env(monkeypatch):
-    monkeypatch.setenv("MER_SERVING_MODULE", "tests.item_tower_fixture")
-
-
-@pytest.fixture
-def run_cfg(cfg, s3_env):
-    return fx.prepared_run(cfg, DS)
-
-
-def _latest(store):
-    return store.get_json(store.key(LATEST))
+pytestmark = pytest.mark.usefixtures("towers_env")
 
 
 def _assert_not_published(store, run_id, latest_before):
-    assert _latest(store) == latest_before
+    assert read_latest(store) == latest_before
     assert store.get_json(store.key(DS, run_id, MANIFEST)) is None
     assert run_id not in [v["run_id"] for v in list_versions(store)]
 
@@ -90,7 +77,7 @@ def test_fault_shard_recall_regression(run_cfg):
     cfg = run_cfg
     publish.run(cfg, DS, "good")
     store = Store(cfg)
-    before = _latest(store)
+    before = read_latest(store)
 
     # Shard 1 rebuilt with a far too lossy index (2 x 4-bit PQ codes): its recall collapses.
     cfg.index = cfg.index.model_copy(update={"index_key": "IVF4,PQ2x4"})
@@ -113,7 +100,7 @@ def test_fault_shard_recall_regression(run_cfg):
     build.run(cfg, DS, shard=1)
     assert recall.run(cfg, DS)["passed"]
     assert publish.run(cfg, DS, "second")["status"] == "published"
-    assert _latest(store)["run_id"] == "second"
+    assert read_latest(store)["run_id"] == "second"
 
 
 # ---------------------------------------------------------------- S3 5xx and throttling
@@ -148,34 +135,53 @@ def test_fault_s3_5xx_and_throttling_are_retried(run_cfg):
     publish.verify_version(store, store.key(DS, "flaky"), store.get_json(store.key(DS, "flaky", MANIFEST)))
 
     # Past max_attempts the failure surfaces as a clear StorageError naming the object, LATEST unchanged.
-    before = _latest(store)
+    before = read_latest(store)
     failures["always"] = True
     with pytest.raises(StorageError, match=r"object storage: put s3://mer-.*/mer/index/LATEST failed: (SlowDown|ServiceUnavailable)"):
         store.put_json(store.key(LATEST), {"x": 1})
     failures["always"] = False
-    assert _latest(store) == before
+    assert read_latest(store) == before
 
 
 # ---------------------------------------------------------------- killed mid-upload
-def test_fault_killed_during_upload(run_cfg, monkeypatch):
+KILLED_PUBLISH = r"""
+import os, signal, sys
+from index_builder import publish
+from index_builder.storage import Store
+from mer.config import MerConfig
+
+cfg = MerConfig.model_validate_json(sys.argv[1])
+real, calls = Store.upload_file, []
+
+def upload_then_die(self, path, key, sha256):
+    if len(calls) == 4:
+        os.kill(os.getpid(), signal.SIGKILL)  # no finally, no atexit: the process just stops
+    calls.append(key)
+    return real(self, path, key, sha256)
+
+Store.upload_file = upload_then_die
+publish.run(cfg, sys.argv[2], sys.argv[3])
+"""
+
+
+def test_fault_killed_during_upload(run_cfg):
+    """A publisher process SIGKILLed after its 4th upload: LATEST unchanged, no manifest, the reader
+    refuses the half version; the re-run completes it, skipping the 4 intact files."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from mer.config import REPO_ROOT
+
     cfg = run_cfg
     publish.run(cfg, DS, "good")
     store = Store(cfg)
-    before = _latest(store)
+    before = read_latest(store)
 
-    real = Store.upload_file
-    n = {"calls": 0}
-
-    def dying_upload(self, path, key, sha256):
-        n["calls"] += 1
-        if n["calls"] > 4:
-            raise KeyboardInterrupt("killed")  # like a worker killed mid-publish
-        return real(self, path, key, sha256)
-
-    monkeypatch.setattr(Store, "upload_file", dying_upload)
-    with pytest.raises(KeyboardInterrupt):
-        publish.run(cfg, DS, "second")
-    monkeypatch.setattr(Store, "upload_file", real)
+    proc = subprocess.run([sys.executable, "-c", KILLED_PUBLISH, cfg.model_dump_json(), DS, "second"],
+                          cwd=REPO_ROOT, env=dict(os.environ), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
 
     _assert_not_published(store, "second", before)
     assert len(store.list(store.key(DS, "second"))) == 4
@@ -186,7 +192,7 @@ def test_fault_killed_during_upload(run_cfg, monkeypatch):
     done = publish.run(cfg, DS, "second")
     assert done["status"] == "published" and done["resumed_skipped"] == 4
     assert done["uploaded"] == done["files"] - 4
-    assert _latest(store)["run_id"] == "second" and _latest(store)["previous"] == f"{DS}/good"
+    assert read_latest(store)["run_id"] == "second" and read_latest(store)["previous"] == f"{DS}/good"
 
 
 # ---------------------------------------------------------------- corrupted shard at download
@@ -223,4 +229,4 @@ def test_fault_missing_credentials(run_cfg, monkeypatch, tmp_path):
         monkeypatch.setenv(var, value)
     out = publish.run(cfg, DS, "r1")  # the failed run left nothing behind: everything is uploaded now
     assert out["status"] == "published" and out["resumed_skipped"] == 0 and out["uploaded"] == out["files"]
-    assert _latest(Store(cfg))["run_id"] == "r1"
+    assert read_latest(Store(cfg))["run_id"] == "r1"

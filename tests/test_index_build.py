@@ -13,11 +13,7 @@ from mer.errors import GateError, MerError
 from tests import item_tower_fixture as fx
 
 DS = "2026-01-15"
-
-
-@pytest.fixture(autouse=True)
-def towers_env(monkeypatch):
-    monkeypatch.setenv("MER_SERVING_MODULE", "tests.item_tower_fixture")
+pytestmark = pytest.mark.usefixtures("towers_env")
 
 
 # ---------------------------------------------------------------- sizing rules

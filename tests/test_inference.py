@@ -12,11 +12,6 @@ DS = "2026-01-15"
 pytestmark = pytest.mark.spark
 
 
-@pytest.fixture
-def towers_env(monkeypatch):
-    monkeypatch.setenv("MER_SERVING_MODULE", "tests.item_tower_fixture")
-
-
 def test_inference_matches_eager_tower(cfg, spark, towers_env):
     from spark_jobs.item_inference import run
 

@@ -5,26 +5,13 @@ import numpy as np
 import pytest
 
 from index_builder import publish
-from index_builder.publish import LATEST, MANIFEST, list_versions
-from index_builder.storage import Store, sha256_file
+from index_builder.publish import MANIFEST, list_versions, read_latest
+from index_builder.storage import Store, s3_checksum_matches, sha256_file
 from mer.errors import GateError, MerError, StorageError
 from tests import item_tower_fixture as fx
 
 DS = "2026-01-15"
-
-
-@pytest.fixture(autouse=True)
-def towers_env(monkeypatch):
-    monkeypatch.setenv("MER_SERVING_MODULE", "tests.item_tower_fixture")
-
-
-@pytest.fixture
-def run_cfg(cfg, s3_env):
-    return fx.prepared_run(cfg, DS)
-
-
-def _latest(store):
-    return store.get_json(store.key(LATEST))
+pytestmark = pytest.mark.usefixtures("towers_env")
 
 
 def test_publish_layout_manifest_last_and_idempotent(run_cfg):
@@ -52,7 +39,7 @@ def test_publish_layout_manifest_last_and_idempotent(run_cfg):
     assert m["models"]["cr"]["n_users"] == 20 * 2  # 20 users x K=2 explicit embeddings
     local = cfg.run_dir(DS) / "index" / "dcm" / "shard-00000.faiss"
     assert m["files"]["index/dcm/shard-00000.faiss"]["sha256"] == sha256_file(local)
-    assert _latest(store) == {"ds": DS, "run_id": "r1", "manifest": f"{vkey}/{MANIFEST}", "previous": None}
+    assert read_latest(store) == {"ds": DS, "run_id": "r1", "manifest": f"{vkey}/{MANIFEST}", "previous": None}
 
     calls.clear()
     again = publish.run(cfg, DS, "r1", store=store)
@@ -73,7 +60,7 @@ def test_retention_and_rollback(run_cfg):
     assert store.list(store.key(DS, "r1")) == {}
 
     out = publish.rollback(cfg)
-    assert out["to"] == f"{DS}/r2" and _latest(store)["run_id"] == "r2"
+    assert out["to"] == f"{DS}/r2" and read_latest(store)["run_id"] == "r2"
     with pytest.raises(MerError, match="no verified version older than 2026-01-15/r2"):
         publish.rollback(cfg)
     # Re-running the rolled-back run points LATEST at it again without re-uploading.
@@ -86,10 +73,10 @@ def test_backfilling_an_older_ds_publishes_it_but_leaves_latest_on_the_newest_da
     out = publish.run(cfg, "2026-01-14", "backfill")
     store = Store(cfg)
     assert out["status"] == "published_behind_latest" and out["latest"] == f"{DS}/daily"
-    assert _latest(store)["ds"] == DS and _latest(store)["run_id"] == "daily"
+    assert read_latest(store)["ds"] == DS and read_latest(store)["run_id"] == "daily"
     assert {(v["ds"], v["run_id"]) for v in list_versions(store)} == {(DS, "daily"), ("2026-01-14", "backfill")}
     assert publish.run(cfg, "2026-01-14", "backfill")["status"] == "published_behind_latest"  # re-run: still behind
-    assert _latest(store)["run_id"] == "daily"
+    assert read_latest(store)["run_id"] == "daily"
 
 
 def test_rollback_skips_a_corrupted_version(run_cfg):
@@ -127,6 +114,13 @@ def test_multipart_upload_keeps_sha256(cfg, s3_env, tmp_path):
     store.upload_file(big, store.key("x", "big.bin"), sha)
     head = store.head(store.key("x", "big.bin"))
     assert head["ContentLength"] == 11 * 2**20 and head["Metadata"]["sha256"] == sha
+    assert head["ETag"].strip('"').endswith("-3")  # 5 + 5 + 1 MiB parts
+    # S3's checksum of a multipart object is over its parts, not the file: verification must not
+    # compare it with the file's SHA-256 (it did, and refused every shard over the threshold).
+    assert s3_checksum_matches(head, sha) is None
+    publish.verify_version(store, store.key("x"), {"files": {"big.bin": {"size": 11 * 2**20, "sha256": sha}}})
+    with pytest.raises(StorageError, match="sha256 does not match"):
+        publish.verify_version(store, store.key("x"), {"files": {"big.bin": {"size": 11 * 2**20, "sha256": "0" * 64}}})
     out = tmp_path / "back.bin"
     store.download_file(store.key("x", "big.bin"), out)
     assert sha256_file(out) == sha
