@@ -7,6 +7,11 @@ Index: the pipeline's own code path (auto sizing per shard, parallel shard build
 recall tuning on held-out queries, search over all shards + merged top-k).
 
     .venv/bin/python bench/bench_index.py [--n 1000000] [--dim 64] [--queries 1000]
+    .venv/bin/python bench/bench_index.py --embeddings <root>/warehouse/item_embeddings/ds=<ds>
+
+``--embeddings`` reads a trained item tower's output instead (an ``item_embeddings`` partition, e.g.
+the one ``bench/bench_scale.py --keep`` leaves: 1M items); 2 x ``--queries`` seeded random items are
+held out of the index as the tuning and test queries (item-to-item search, same geometry as the index).
 
 Ends with one JSON line.
 """
@@ -40,6 +45,16 @@ def clustered(n: int, dim: int, centres: int, seed: int) -> np.ndarray:
     return x
 
 
+def tower_output(folder: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(item ids, [n, d] float32) of one item_embeddings partition (one model version)."""
+    import pyarrow.dataset as pads
+
+    from index_builder.shards import embeddings_to_numpy
+
+    table = pads.dataset(str(folder), format="parquet").to_table(columns=["item_id", "embedding"])
+    return table.column("item_id").to_numpy().astype(np.int64), embeddings_to_numpy(table)
+
+
 def qps(fn, queries: np.ndarray, repeat: int = 1) -> float:
     t = time.perf_counter()
     for _ in range(repeat):
@@ -53,13 +68,23 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=64)
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--k", type=int, default=100)
+    ap.add_argument("--embeddings", type=Path, default=None, help="an item_embeddings partition folder")
     args = ap.parse_args()
     cfg = MerConfig()
     ic = cfg.index
 
-    data = clustered(args.n + 2 * args.queries, args.dim, 2000, seed=11)
+    if args.embeddings:
+        ids_all, data = tower_output(args.embeddings)
+        order = np.random.default_rng(11).permutation(len(data))
+        data, ids_all = data[order], ids_all[order]
+        args.n, args.dim = len(data) - 2 * args.queries, data.shape[1]
+        ids = ids_all[: args.n]
+        source = f"item tower output {args.embeddings} ({args.n}x{args.dim} indexed, held-out items as queries)"
+    else:
+        data = clustered(args.n + 2 * args.queries, args.dim, 2000, seed=11)
+        ids = (np.arange(args.n, dtype=np.int64) * 3 + 17)
+        source = f"seeded clustered synthetic {args.n}x{args.dim} (2000 centres)"
     vectors, tune_q, test_q = data[: args.n], data[args.n : args.n + args.queries], data[args.n + args.queries :]
-    ids = (np.arange(args.n, dtype=np.int64) * 3 + 17)
 
     t = time.perf_counter()
     flat = faiss.IndexFlatIP(args.dim)
@@ -92,7 +117,7 @@ def main() -> None:
 
     out = {
         "bench": "index",
-        "data": f"seeded clustered synthetic {args.n}x{args.dim} (2000 centres)",
+        "data": source,
         "shards": ic.shards,
         "keys": [m["key"] for m in metas],
         "params": [m["params"] for m in metas],
