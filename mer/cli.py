@@ -180,8 +180,11 @@ def publish(
 def rollback(root: RootOpt = None) -> None:
     """Point LATEST at the previous good version."""
     from index_builder.publish import rollback as run
+    from mer.local_s3 import storage_for_cli
 
-    _emit(run(_cfg(root)))
+    cfg = _cfg(root)
+    with storage_for_cli(cfg):
+        _emit(run(cfg))
 
 
 @app.command()
@@ -193,9 +196,11 @@ def query(
 ) -> None:
     """A user's merged candidates from the published index, with the embedding each came from."""
     from index_builder.reader import query_user
+    from mer.local_s3 import storage_for_cli
 
     cfg = _cfg(root)
-    query_user(cfg, user, k=k, ds=ds)
+    with storage_for_cli(cfg):
+        query_user(cfg, user, k=k, ds=ds)
 
 
 @app.command()

@@ -116,6 +116,25 @@ def local_s3(bucket: str, mirror: Path | None = None) -> Iterator[str]:
         server.stop()
 
 
+@contextmanager
+def storage_for_cli(cfg) -> Iterator[None]:
+    """Object storage for ``mer query`` / ``mer rollback``: the configured endpoint when the environment
+    names one (endpoint, credentials or profile); on the embedded default, the local endpoint over the
+    bucket mirror ``make demo`` left under ``<root>/s3``, so the demo's published index answers
+    right away. Neither configured nor mirrored: nothing is started, and the store's own
+    missing-credentials message applies."""
+    import sys
+
+    configured = any(os.environ.get(v) for v in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_PROFILE"))
+    mirror = Path(cfg.root) / "s3" / cfg.publish.bucket
+    if configured or not mirror.is_dir():
+        yield
+        return
+    print(f"object storage: local S3 endpoint over {mirror} (set AWS_ENDPOINT_URL to use another)", file=sys.stderr)
+    with local_s3(cfg.publish.bucket, mirror=mirror):
+        yield
+
+
 def serve(bucket: str, mirror: Path, port: int) -> None:
     """Foreground endpoint for ``make ui`` (127.0.0.1:port) until SIGTERM/Ctrl-C; the mirror is saved on exit."""
     import signal

@@ -135,3 +135,21 @@ def test_backfill_days_give_three_partitions(e2e):
     assert parts == [f"ds={d}" for d in (*DAYS, D)]
     for d in DAYS:
         assert len(versions(mirror, d)) == 1
+
+
+def test_mer_query_after_the_demo_answers_from_the_local_mirror(e2e):
+    """Right after the main job, `mer query` needs no endpoint or credentials: it serves the demo's mirror."""
+    import pyarrow.parquet as pq
+
+    out, root, mirror = e2e
+    latest = json.loads((mirror / "LATEST").read_text())
+    user = int(pq.read_table(mirror / latest["ds"] / latest["run_id"] / "users" / "dcm.parquet").column("user_id")[0].as_py())
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "MER_", "AWS_"))}
+    env.update(TINY, MER_ROOT=str(root))
+    proc = subprocess.run([sys.executable, "-m", "mer.cli", "query", "--user", str(user), "--k", "5"], env=env,
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "local S3 endpoint over" in proc.stderr
+    text = " ".join(proc.stdout.split())  # rich wraps the title to the table's width
+    assert f"user {user}: 5 candidates from {latest['ds']}/{latest['run_id']}" in text
+    assert "dcm" in text
