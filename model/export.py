@@ -34,4 +34,12 @@ def export_user_tower(user: torch.nn.Module, c: TowerConfig, folder: Path) -> Pa
 
 
 def load_user_tower(folder: Path):
-    return torch.export.load(str(Path(folder) / EXPORT_FILE)).module()
+    """The exported user tower. torch.export archives hold no pickles to run; anything else is refused
+    with a message naming the file."""
+    from mer.errors import ContractError
+
+    path = Path(folder) / EXPORT_FILE
+    try:
+        return torch.export.load(str(path)).module()
+    except Exception as exc:
+        raise ContractError(f"{path} is not a torch.export archive ({type(exc).__name__}); not loaded") from None

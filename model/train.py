@@ -282,9 +282,21 @@ def load_model(folder: Path) -> tuple[TwoTower, dict]:
     conf_path = folder / "config.json"
     if not conf_path.is_file() or not (folder / WEIGHTS).is_file():
         raise MerError(f"model folder {folder} has no config.json / {WEIGHTS}: train it first")
-    conf = json.loads(conf_path.read_text())
-    tc = TowerConfig(**conf["tower"])
+    try:
+        weights = load_file(str(folder / WEIGHTS))
+    except Exception as exc:  # safetensors refuses anything that is not its own header + tensors (pickles too)
+        raise ContractError(f"model folder {folder}: {WEIGHTS} is not a valid safetensors file "
+                            f"({type(exc).__name__}: {exc}); nothing was unpickled") from None
+    try:
+        conf = json.loads(conf_path.read_text())
+        tc = TowerConfig(**conf["tower"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ContractError(f"model folder {folder}: config.json is not a model config ({exc})") from None
     net = TwoTower(tc)
-    net.load_state_dict(load_file(str(folder / WEIGHTS)))
+    try:
+        net.load_state_dict(weights)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise ContractError(f"model folder {folder}: {WEIGHTS} does not match config.json ({first})") from None
     net.eval()
     return net, conf

@@ -145,12 +145,12 @@ def test_malicious_model_files_are_refused_not_executed(tmp_path, layout):
     model_dir.mkdir(parents=True)
     (model_dir / "config.json").write_text(json.dumps({"tower": {}}))
     (model_dir / WEIGHTS).write_bytes(payload)
-    with pytest.raises(Exception) as err:  # safetensors: not a header, refused
+    with pytest.raises(MerError, match=f"{WEIGHTS} is not a valid safetensors file") as err:  # refused, named
         load_model(model_dir)
     assert not marker.exists(), err.value
 
     (model_dir / EXPORT_FILE).write_bytes(payload)
-    with pytest.raises(Exception) as err:  # torch.export archive: refused
+    with pytest.raises(MerError, match="is not a torch.export archive") as err:
         load_user_tower(model_dir)
     assert not marker.exists(), err.value
 
