@@ -54,6 +54,18 @@ def latest_partition(table_dir: Path, ds: str) -> str:
     return parts[-1]
 
 
+def swap_in(staging: Path, final: Path) -> None:
+    """``staging`` (a finished folder) becomes ``final`` in one rename; a previous ``final`` is moved
+    aside first and removed after, so readers see the old folder or the new one, never a mix."""
+    old = None
+    if final.exists():
+        old = final.parent / f".old-{final.name}-{uuid.uuid4().hex[:8]}"
+        os.replace(final, old)
+    os.replace(staging, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def write_partition(table_dir: Path, ds: str, table: pa.Table, *, rows_per_file: int = 1_000_000) -> Path:
     """Atomically replace partition ``ds`` of ``table_dir`` with ``table``."""
     final = partition_dir(table_dir, ds)
@@ -64,13 +76,7 @@ def write_partition(table_dir: Path, ds: str, table: pa.Table, *, rows_per_file:
         n = max(table.num_rows, 1)
         for i, start in enumerate(range(0, n, rows_per_file)):
             pq.write_table(table.slice(start, rows_per_file), tmp / f"part-{i:05d}.parquet", compression="zstd")
-        old = None
-        if final.exists():
-            old = final.parent / f".old-{final.name}-{uuid.uuid4().hex[:8]}"
-            os.replace(final, old)
-        os.replace(tmp, final)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        swap_in(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -1,6 +1,7 @@
 """`mer compare`: every model and the DCM ablations on the same data, evaluated together, one table."""
 from __future__ import annotations
 
+import json
 import time
 
 from rich.console import Console
@@ -72,9 +73,7 @@ def run(cfg: MerConfig, ds: str, train_models: bool = True, only: list[str] | No
 
 
 def _train_meta(cfg: MerConfig, ds: str, name: str) -> dict:
-    import json
-
-    p = cfg.run_dir(ds) / "models" / name / "metrics.json"
+    p = train.model_dir(cfg, ds, name) / "metrics.json"
     return json.loads(p.read_text()) if p.is_file() else {}
 
 

@@ -240,7 +240,7 @@ def combined(dcm: ModelEval, cr: ModelEval, cfg: MerConfig, batch: Batch) -> Mod
 
 
 def run(cfg: MerConfig, ds: str) -> dict:
-    from model.train import load_model, set_threads
+    from model.train import load_model, model_dir, set_threads
 
     validate_ds(ds)
     set_threads(cfg)
@@ -266,7 +266,7 @@ def run(cfg: MerConfig, ds: str) -> dict:
         if conf["model"] == "pinnersage":
             results[name] = evaluate_pinnersage(conf, cfg, batch_for(cfg.train.history_len), catalog, corpus)
             continue
-        net, conf = load_model(cfg.run_dir(ds) / "models" / name)
+        net, conf = load_model(model_dir(cfg, ds, name))
         if list(net.c.topic_vocab) != catalog.topic_vocab.tolist():
             log.warning("model %s was trained with another topic vocabulary; skipped", name)
             continue

@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from mer.config import MerConfig
 from mer.errors import ContractError, MerError, validate_ds
+from mer.tables import swap_in
 from model.data import (
     corpus_rows,
     examples_dataset,
@@ -263,11 +264,7 @@ def save_artifacts(cfg: MerConfig, ds: str, name: str, net: TwoTower, tc: TowerC
                 w = csv.DictWriter(fh, fieldnames=list(curve[0]))
                 w.writeheader()
                 w.writerows(curve)
-        if final.exists():
-            old = final.parent / f".old-{name}-{uuid.uuid4().hex[:8]}"
-            os.replace(final, old)
-            shutil.rmtree(old, ignore_errors=True)
-        os.replace(tmp, final)
+        swap_in(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -18,7 +18,7 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     from mer.errors import MerError, validate_ds
-    from mer.pipeline import config_for, jsonable, record_stage
+    from mer.pipeline import config_for, jsonable, run_stage
     from model.train import dist_setup, run
 
     parser = argparse.ArgumentParser(prog="model.train_ddp", description=__doc__,
@@ -32,15 +32,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         ds = validate_ds(args.ds)
         cfg = config_for(json.loads(args.params))
+        task = f"train_{args.model}" if not args.variant else f"train_{args.model}_{args.variant}"
         try:
-            result = run(cfg, ds, args.model, args.variant)
+            if rank == 0:  # one stage record (success or failure) per run, like a DAG task's
+                result = run_stage(cfg, ds, task, run, args.model, args.variant)
+            else:
+                result = run(cfg, ds, args.model, args.variant)
         except MerError as err:
             print(f"error (rank {rank}): {err}", file=sys.stderr)
             return 2
         if rank == 0:
-            task = f"train_{args.model}" if not args.variant else f"train_{args.model}_{args.variant}"
-            record_stage(cfg, ds, task, {"status": "success", "seconds": result.get("train_seconds"),
-                                         "error": None, "summary": {**result, "ddp_world_size": world}})
             print(json.dumps(jsonable(result), indent=2))
         return 0
     finally:

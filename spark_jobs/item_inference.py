@@ -35,7 +35,8 @@ from index_builder import layout, towers
 from mer.config import MerConfig
 from mer.contract import ITEM_FEATURES, ITEM_EMBEDDINGS
 from mer.errors import ContractError, validate_ds
-from mer.tables import latest_partition, partition_dir, read_partition
+from mer.tables import latest_partition, partition_dir, read_partition, swap_in
+from spark_jobs.warehouse import check_schema
 
 OUT_SCHEMA_DDL = "model_version string, item_id bigint, embedding array<float>"
 RESULT_DDL = "task int, model_version string, rows bigint, file string, cpu_seconds double"
@@ -103,16 +104,6 @@ class Slice:
     stop: int
 
 
-def _compatible(got: pa.DataType, want: pa.DataType) -> bool:
-    if pa.types.is_list(want):
-        return (pa.types.is_list(got) or pa.types.is_large_list(got)) and _compatible(got.value_type, want.value_type)
-    if pa.types.is_integer(want):
-        return pa.types.is_integer(got)
-    if pa.types.is_floating(want):
-        return pa.types.is_floating(got)
-    return got.equals(want)
-
-
 def plan_slices(snapshot_dir: Path, snapshot: str, columns: list[str], parallelism: int) -> tuple[list[Slice], int]:
     """Cut the snapshot into about TASKS_PER_CORE slices per core (at most ROWS_PER_TASK rows each).
 
@@ -120,17 +111,11 @@ def plan_slices(snapshot_dir: Path, snapshot: str, columns: list[str], paralleli
     naming the column, not in a worker.
     """
     files = sorted(p for p in Path(snapshot_dir).glob("*.parquet") if not p.name.startswith((".", "_")))
+    wanted = pa.schema([ITEM_FEATURES.field(c) for c in columns])
     metas = []
     for f in files:
         md = pq.read_metadata(f)
-        schema = md.schema.to_arrow_schema()
-        for c in columns:
-            want = ITEM_FEATURES.field(c).type
-            if c not in schema.names:
-                raise ContractError(f"table item_features: snapshot ds={snapshot} file {f.name} has no column {c!r}")
-            if not _compatible(schema.field(c).type, want):
-                raise ContractError(f"table item_features: snapshot ds={snapshot} file {f.name} column {c!r} is "
-                                    f"{schema.field(c).type}, expected {want}")
+        check_schema("item_features", f"{snapshot} (file {f.name})", md.schema.to_arrow_schema(), wanted)
         metas.append((f, md))
     groups = [(str(f), g, md.row_group(g).num_rows) for f, md in metas for g in range(md.num_row_groups)]
     groups = [x for x in groups if x[2] > 0]
@@ -221,17 +206,6 @@ def encode_catalog(items_df, module: str, models: dict[str, tuple[str, str]]):
     return items_df.mapInArrow(encode_partition(module, models), OUT_SCHEMA_DDL)
 
 
-def _swap_in(staging: Path, final: Path) -> None:
-    """staging -> final in one rename; the old partition is moved aside first and then removed."""
-    old = None
-    if final.exists():
-        old = final.parent / f".old-{final.name}-{uuid.uuid4().hex[:8]}"
-        os.replace(final, old)
-    os.replace(staging, final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def eager_max_abs_diff(cfg: MerConfig, ds: str, snapshot: str, module: str, models: dict[str, tuple[str, str]], n: int, seed: int) -> dict[str, float]:
     """Largest |spark - eager| over a seeded sample of items, per model (the two paths must agree)."""
     import pyarrow.dataset as pads
@@ -302,7 +276,7 @@ def run(cfg: MerConfig, ds: str) -> dict:
         missing = sorted({s.task for s in slices} - {r["task"] for r in done})
         if missing:
             raise ContractError(f"table item_embeddings: slice {missing[0]} of the snapshot produced no output")
-        _swap_in(staging, final)
+        swap_in(staging, final)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
