@@ -87,13 +87,13 @@ def anchor_forwards(cfg, tower: str, items: int, batch: int):
 
         return [(e, mlp_step) for e in encs]
 
-    from model.data import item_arrays
+    from model.data import ITEM_INPUTS, item_arrays
     from model.serving import SERVED_MODELS, load_item_encoder, model_dir
 
     encs = [load_item_encoder(model_dir(cfg, DS, m)) for m in SERVED_MODELS]
     c = encs[0].c
     a = item_arrays(feats, c.pre_dim, encs[0].vocab, c.cat_buckets, c.creator_buckets)
-    t = [torch.from_numpy(a[k]) for k in ("pre", "missing", "cat", "creator", "topic")]
+    t = [torch.from_numpy(a[k]) for k in ITEM_INPUTS]
 
     def step(enc, s):
         enc.net.item(*(x[s:s + batch] for x in t)).numpy()

@@ -29,7 +29,10 @@ RAW_WAIT_S = float(os.environ.get("MER_RAW_WAIT_TIMEOUT_S", 6 * 3600))
 RETRY_DELAY_S = float(os.environ.get("MER_RETRY_DELAY_S", 60))
 SUBMIT_APP = REPO_ROOT / "spark_jobs" / "submit.py"
 VALIDATED_TABLES = ("quarantine", "clean_engagement_log", "clean_source_interest_log")
-TRAINING_TABLES = ("cr_triples", "training_examples", "item_frequency", "eval_corpus")
+TRAINING_TABLES = ("cr_triples", "training_examples", "item_frequency", "eval_corpus", "item_neighbors")
+# Fitted every run (seconds each): bless compares the candidate with the strongest of them; `inverted` is the
+# explicit-interest control CR is compared with.
+SIMPLE_BASELINES = [*_cfg.eval.simple_baselines, "inverted"]
 
 
 def _table(name: str) -> Asset:
@@ -56,8 +59,9 @@ PARAMS = {
     "recall_target": _num("number", "minimum recall@K of every shard vs exact search", minimum=0, maximum=1),
     "bless_margin": _num("number", "HR gain over the single-embedding baseline required to bless"),
     "bless_tolerance": _num("number", "HR drop vs the last blessed model that is tolerated", minimum=0),
-    "extra_baselines": Param(["mind", "sa", "token", "pinnersage"], type="array",
-                             description="more comparators to train in parallel: mind, sa, token, pinnersage"),
+    "extra_baselines": Param(["mind", "sa", "token"], type="array",
+                             description="more towers to train in parallel: mind, sa, token (the simple baselines "
+                                         "of eval.simple_baselines are always fitted: bless must beat them)"),
     "generate_if_absent": Param(False, type="boolean", description="write synthetic logs when raw input is missing"),
 }
 
@@ -160,6 +164,11 @@ def mer_daily():
     def train(model: str, variant: str | None = None) -> dict:
         return _stage("model.train:run", model, variant)
 
+    @task(map_index_template="{{ baseline }}")
+    def fit_baseline(model: str) -> dict:
+        get_current_context()["baseline"] = model  # the mapped task is named by its model in the UI
+        return _stage("model.train:run", model)
+
     @task
     def extra_baselines() -> list[str]:
         return list(get_current_context()["params"]["extra_baselines"] or [])
@@ -210,6 +219,7 @@ def mer_daily():
         train.override(task_id="train_cr")("cr", "source"),
         train.override(task_id="train_single")("single"),
         train.override(task_id="train_baselines").expand(model=extra),
+        fit_baseline.override(task_id="fit_simple_baselines").expand(model=SIMPLE_BASELINES),
     ]
     blessed = bless()
     n_shards = shard_numbers()

@@ -76,7 +76,7 @@ def validate(ds: DsOpt = None, root: RootOpt = None) -> None:
 
 @app.command()
 def build(ds: DsOpt = None, root: RootOpt = None) -> None:
-    """Stage 2: cr_triples, training_examples, item_frequency, eval_corpus (Spark)."""
+    """Stage 2: cr_triples, training_examples, item_frequency, eval_corpus, item_neighbors (Spark)."""
     from spark_jobs.training_data import run
 
     cfg = _cfg(root)
@@ -98,16 +98,34 @@ def check(
 
 @app.command()
 def train(
-    model: Annotated[str, typer.Option("--model", help="dcm | cr | single | mind | sa | token | pinnersage (no training: Ward clusters + medoids)")] = "dcm",
-    variant: Annotated[Optional[str], typer.Option(help="cr: source | item; dcm: no-vafpi | no-sar | k2 | k4")] = None,
+    model: Annotated[str, typer.Option("--model", help="towers: dcm | cr | single | mind | sa | token; no training: "
+                                       "pinnersage (Ward clusters + medoids); simple baselines fitted on the train "
+                                       "split: popularity | itemknn | pretrained | inverted")] = "dcm",
+    variant: Annotated[Optional[str], typer.Option(help="cr: source | item; dcm: no-vafpi | no-sar | k2 | k4; "
+                                                   "itemknn: sum | max; pretrained: mean | max")] = None,
     ds: DsOpt = None,
     root: RootOpt = None,
 ) -> None:
-    """Stage 3: train one user tower (+ item tower) on training_examples."""
+    """Stage 3: train one user tower (+ item tower) on training_examples, or fit a simple baseline."""
     from model.train import run
 
     cfg = _cfg(root)
     _emit(run(cfg, _ds(cfg, ds), model, variant))
+
+
+@app.command()
+def tune(
+    model: Annotated[str, typer.Option("--model", help="the tower to tune: dcm | cr | single | mind | sa | token")] = "dcm",
+    variant: Annotated[Optional[str], typer.Option(help="as for `mer train`")] = None,
+    trials: Annotated[Optional[int], typer.Option(help="trial budget (default: tune.trials)")] = None,
+    ds: DsOpt = None,
+    root: RootOpt = None,
+) -> None:
+    """Seeded Optuna TPE search on the validation day only -> tune_trials table (the eval day is never read)."""
+    from model.tune import run
+
+    cfg = _cfg(root)
+    _emit(run(cfg, _ds(cfg, ds), model, variant, trials))
 
 
 @app.command()

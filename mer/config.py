@@ -74,6 +74,9 @@ class BuildConfig(BaseModel):
 
     train_days: int = 14
     eval_days: int = 1
+    # The last val_days of the train window form the validation split: early stopping, tuning and the bless
+    # decision read it; the eval day is scored once per model and never read during training or selection.
+    val_days: int = 1
     history_len: int = 50
     positive_actions: list[str] = Field(default_factory=lambda: ["click", "save"])
     negative_actions: list[str] = Field(default_factory=lambda: ["hide"])
@@ -84,6 +87,8 @@ class BuildConfig(BaseModel):
     eval_corpus_size: int = 5000
     # Paper: core = > 4 saves in 28 days; scaled to the window length (see spark_jobs/training_data.py).
     core_saves_per_28d: int = 4
+    neighbors_top_m: int = 100  # item_neighbors: best co-engaged neighbours kept per item
+    neighbors_max_items_per_user: int = 200  # item_neighbors: a user's most recent distinct items that pair up
     spark_master: str = "local[2]"
     shuffle_partitions: int = 4
     # Great Expectations runs on pandas: tables above this many rows are checked on a seeded sample.
@@ -100,15 +105,28 @@ class TrainConfig(BaseModel):
     k_ex: int = 5
     routing_iters: int = 3
     batch_size: int = 512
-    epochs: int = 3
-    # Train at least this many optimizer steps (more epochs, up to 8 x epochs, early stopping still applies):
-    # a model on a small table (CR source: only rows with a logged source interest) would otherwise stop
-    # after a few dozen steps while the others take hundreds. 210 = 3 epochs of the synthetic default.
-    min_steps: int = 210
+    # Step budget = max(epochs x steps per epoch of the model's train rows, min_steps): scaled to the data,
+    # so a small table (CR source: rows with a logged source interest) still trains enough steps. The LR warms
+    # up linearly over warmup_frac of the budget, then decays (cosine) to lr_final_frac x lr at its end; the
+    # validation day is scored every epoch and training stops after `patience` scores without a gain,
+    # keeping the best weights.
+    epochs: int = 8
+    min_steps: int = 400
+    warmup_frac: float = 0.05
+    lr_final_frac: float = 0.1
     lr: float = 3e-3
     weight_decay: float = 0.0
     temperature: float = 0.05
     patience: int = 2
+    # Negatives beyond the batch: this many items drawn uniformly from the catalog per step (mixed negative
+    # sampling, logQ-corrected like the in-batch ones); 0 = in-batch negatives only.
+    uniform_negatives: int = 0
+    # Learned item-id embeddings for items with >= id_min_count train positives (the most frequent id_vocab_max);
+    # id_vocab_max = 0 turns them off (content fields only).
+    id_min_count: int = 2
+    id_vocab_max: int = 200_000
+    # How user towers encode history items: with the item tower itself, or a separate Eq 4 summariser.
+    history_encoder: Literal["item_tower", "summarize"] = "item_tower"
     max_steps_per_epoch: int | None = None
     history_len: int = 50
     va_fpi: bool = True
@@ -121,7 +139,7 @@ class TrainConfig(BaseModel):
     creator_buckets: int = 4096  # creator ids hashed (long tail, unseen creators at serving)
     gumbel_tau: float = 1.0  # straight-through Gumbel softmax (SA / interest-token, paper 3.2.4)
     shuffle_buffer: int = 8192  # rows in the deterministic shuffling buffer
-    early_stop_records: int = 1500  # eval records scored after each epoch for early stopping
+    early_stop_records: int = 1500  # validation-day records scored after each epoch for early stopping
     pinnersage_decay_per_day: float = 0.1  # lambda in importance = sum exp(-lambda * age_days)
     pinnersage_max_clusters: int | None = None  # default k_im
 
@@ -134,8 +152,21 @@ class EvalConfig(BaseModel):
     bless_tolerance: float = 0.02
     candidate_model: str = "dcm"
     baseline_model: str = "single"
+    # The simple baselines a candidate must beat (fitted every run; bless takes the strongest on the val day).
+    simple_baselines: list[str] = Field(default_factory=lambda: [
+        "popularity", "itemknn-sum", "itemknn-max", "pretrained-mean", "pretrained-max", "pinnersage"])
     diversity_k: int = 100  # retrieved-set size for topic diversity and implicit/explicit overlap
-    seed: int = 29  # sampling of eval records and of the K_ex followed topics
+    seed: int = 29  # sampling of eval records and of the K_ex followed topics; the bootstrap resamples
+    bootstrap_samples: int = 1000  # paired bootstrap resamples of the eval records for the 95% intervals
+
+
+class TuneConfig(BaseModel):
+    """`mer tune`: a fixed, seeded trial budget on the validation day."""
+
+    trials: int = 12
+    startup_trials: int = 5  # random trials before TPE models the space
+    seed: int = 17
+    enqueue_defaults: bool = True  # trial 0 = the configured defaults
 
 
 class IndexConfig(BaseModel):
@@ -166,6 +197,7 @@ class MerConfig(BaseSettings):
     build: BuildConfig = Field(default_factory=BuildConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    tune: TuneConfig = Field(default_factory=TuneConfig)
     index: IndexConfig = Field(default_factory=IndexConfig)
     publish: PublishConfig = Field(default_factory=PublishConfig)
 

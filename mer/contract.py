@@ -113,7 +113,7 @@ TRAINING_EXAMPLES = pa.schema(
         ("hist_valid", pa.list_(pa.bool_())),  # item has valid features AND action is not negative
         ("condition_id", pa.int64()),  # nullable: source interest when a followed-topic retriever served it
         ("segment", pa.string()),  # core | non_core
-        ("split", pa.string()),  # train | eval
+        ("split", pa.string()),  # train | val (the day before the eval day) | eval
     ]
 )
 
@@ -133,6 +133,15 @@ EVAL_CORPUS = pa.schema(
     ]
 )
 
+ITEM_NEIGHBORS = pa.schema(
+    [
+        ("item_id", pa.int64()),
+        ("neighbor_id", pa.int64()),
+        ("score", pa.float64()),  # cosine co-engagement over train-split users: c(i,j) / sqrt(n_i * n_j)
+        ("rank", pa.int64()),  # 1 = best neighbour of item_id (top build.neighbors_top_m kept)
+    ]
+)
+
 ITEM_EMBEDDINGS = pa.schema(
     [
         ("model_version", pa.string()),
@@ -145,9 +154,39 @@ EVAL_METRICS = pa.schema(
     [
         ("model", pa.string()),
         ("variant", pa.string()),
-        ("metric", pa.string()),
+        ("split", pa.string()),  # val (the day before ds: early stopping, bless) | eval (ds, scored once)
+        ("metric", pa.string()),  # hr@K, hr_novel@K (target not in the user's history), filtered_hr@K, ...
         ("segment", pa.string()),
         ("value", pa.float64()),
+    ]
+)
+
+EVAL_INTERVALS = pa.schema(
+    [
+        ("model", pa.string()),
+        ("variant", pa.string()),
+        ("reference", pa.string()),  # single | best_baseline
+        ("reference_model", pa.string()),  # the model that reference names (best_baseline: picked on the val day)
+        ("metric", pa.string()),
+        ("records", pa.string()),  # all | novel
+        ("segment", pa.string()),
+        ("n", pa.int64()),  # eval records both models were scored on
+        ("value", pa.float64()),
+        ("reference_value", pa.float64()),
+        ("ratio", pa.float64()),  # value / reference_value
+        ("lo", pa.float64()),  # paired bootstrap 95% interval of the ratio
+        ("hi", pa.float64()),
+    ]
+)
+
+TUNE_TRIALS = pa.schema(
+    [
+        ("model", pa.string()),  # artifact name (dcm, cr, cr-item, ...)
+        ("trial", pa.int64()),
+        ("params", pa.string()),  # JSON of the sampled settings (mer/config.py TrainConfig names)
+        ("val_hr_at_100", pa.float64()),  # best validation-day HR@100 of the trial (the objective)
+        ("steps", pa.int64()),
+        ("seconds", pa.float64()),
     ]
 )
 
@@ -164,6 +203,9 @@ DERIVED_TABLES: dict[str, pa.Schema] = {
     "training_examples": TRAINING_EXAMPLES,
     "item_frequency": ITEM_FREQUENCY,
     "eval_corpus": EVAL_CORPUS,
+    "item_neighbors": ITEM_NEIGHBORS,
     "item_embeddings": ITEM_EMBEDDINGS,
     "eval_metrics": EVAL_METRICS,
+    "eval_intervals": EVAL_INTERVALS,
+    "tune_trials": TUNE_TRIALS,
 }

@@ -1,4 +1,5 @@
-"""`mer compare`: every model and the DCM ablations on the same data, evaluated together, one table."""
+"""`mer compare`: every tower, the simple baselines and the DCM ablations on the same data, evaluated together:
+one table with novel HR and paired bootstrap intervals vs single and vs the strongest simple baseline."""
 from __future__ import annotations
 
 import json
@@ -9,16 +10,23 @@ from rich.table import Table
 
 from mer.config import MerConfig
 from mer.errors import validate_ds
+from mer.tables import read_partition
 from model import evaluate, train
+from model.intervals import verdict
 from model.zoo import artifact_name
 
-NOTE = ("HR scores an item by the max over a user's embeddings. CR rows (cr = source association, cr-item = "
-        "condition sampled from the target's topics) are scored on the eval records that logged a source interest, "
-        "with that condition; filtered HR keeps only corpus items tagged with it. hr_served = the served merge at the "
-        "serving budget (importance budgets for implicit models, equal budgets over K_ex followed topics for CR). "
-        "'vs single' for CR rows divides by single's HR on the same conditioned records (hr_cond), per segment.")
-RUNS = [("single", None), ("dcm", None), ("mind", None), ("sa", None), ("token", None), ("cr", "source"),
-        ("cr", "item"), ("pinnersage", None), ("dcm", "no-vafpi"), ("dcm", "no-sar"), ("dcm", "k2"), ("dcm", "k4")]
+NOTE = ("HR scores an item by the max over a user's embeddings; hr_novel: records whose target is not in the "
+        "user's own history (a new item, not a repeat). Simple baselines are fitted on the train split and ranked "
+        "with ties broken by train popularity. CR and inverted rows (cr = source association, cr-item = condition "
+        "sampled from the target's topics, inverted = the followed topic's most engaged items) are scored on the "
+        "eval records that logged a source interest, with that condition; filtered HR keeps only corpus items "
+        "tagged with it. hr_served = the served merge at the serving budget. 'vs single' / 'vs best baseline': "
+        "ratio of HR@100 on the records both were scored on, with its paired bootstrap 95% interval; the best "
+        "baseline is the strongest simple baseline on the validation day.")
+RUNS = [("popularity", None), ("itemknn", "sum"), ("itemknn", "max"), ("pretrained", "mean"), ("pretrained", "max"),
+        ("inverted", None), ("pinnersage", None), ("single", None), ("dcm", None), ("mind", None), ("sa", None),
+        ("token", None), ("cr", "source"), ("cr", "item"), ("dcm", "no-vafpi"), ("dcm", "no-sar"), ("dcm", "k2"),
+        ("dcm", "k4")]
 
 
 def run(cfg: MerConfig, ds: str, train_models: bool = True, only: list[str] | None = None) -> dict:
@@ -34,42 +42,67 @@ def run(cfg: MerConfig, ds: str, train_models: bool = True, only: list[str] | No
                                "final_loss": r.get("final_loss")}
     result = evaluate.run(cfg, ds)
     models = evaluate.trained_models(cfg, ds)
-    # re-read the per-model metrics from the evaluation to build one table
-    from mer.tables import read_partition
-
     table = read_partition(cfg.table("eval_metrics"), ds).to_pandas()
-    ks, b = cfg.eval.ks, cfg.eval.serve_budget
-    cols = [f"hr@{k}" for k in ks] + [f"filtered_hr@{ks[0]}", f"hr_served@{b}", f"topic_distinct@{cfg.eval.diversity_k}",
-                                     "mean_pairwise_cos"]
-    k0 = ks[0]
-    base = _val(table, "single", "", f"hr@{k0}")
-    rt = Table(title=f"MER model comparison ds={ds} ({result['records']} eval records, corpus {result['corpus']})")
-    head = (["model"] + cols + [f"hr@{k0} core", f"hr@{k0} non_core", f"vs single hr@{k0}", "vs single core",
-                                "vs single non_core", "epochs", "train s"])
+    table = table[table.split == "eval"]
+    iv = read_partition(cfg.table("eval_intervals"), ds).to_pandas()
+    k0 = cfg.eval.ks[0]
+    cols = [f"hr@{k}" for k in cfg.eval.ks] + [f"hr_novel@{k0}", f"hr@{k0} core", f"hr@{k0} non_core",
+                                             f"filtered_hr@{k0}", f"hr_served@{cfg.eval.serve_budget}"]
+    head = ["model"] + cols + ["vs single [95% CI]", "novel vs single", "vs best baseline [95% CI]",
+                               "novel vs best", "val hr@100", "epochs", "train s"]
+    rt = Table(title=f"MER model comparison ds={ds} ({result['records']} eval records, corpus {result['corpus']}, "
+                     f"best simple baseline on the val day: {result['best_baseline']})")
     for h in head:
         rt.add_column(h, justify="right" if h != "model" else "left")
     rows = []
     for name, conf in models:
         variant = conf.get("variant") or ""
-        vals = [_val(table, conf["model"], variant, c) for c in cols]
-        segs = [_val(table, conf["model"], variant, f"hr@{k0}", s) for s in ("core", "non_core")]
-        # CR is scored on the records with a logged source interest: its baseline is single on those records
-        ref = f"hr_cond@{k0}" if conf["model"] == "cr" else f"hr@{k0}"
-        bases = [_val(table, "single", "", ref, s) for s in ("all", "core", "non_core")]
-        rels = [f"{v / b:.3f}x" if (v is not None and b) else "" for v, b in zip([vals[0]] + segs, bases)]
+        vals = []
+        for c in cols:
+            metric, _, seg = c.partition(" ")
+            vals.append(_fmt(_val(table, conf["model"], variant, metric, seg or "all")))
+        rels = [_interval(iv, conf["model"], variant, ref, recs) for ref in ("single", "best_baseline")
+                for recs in ("all", "novel")]
         meta = _train_meta(cfg, ds, name)
-        row = [name] + [_fmt(v) for v in vals + segs] + rels + [str(meta.get("epochs_run", "")),
-                                                                str(trained.get(name, {}).get("seconds")
-                                                                    or meta.get("train_seconds", ""))]
-        rows.append(row)
-        rt.add_row(*row)
-    Console(width=max(Console().width, 200)).print(rt)
+        val_hr = meta.get("best_val_hr@100")
+        rows.append([name] + vals + rels + [_fmt(val_hr), str(meta.get("epochs_run", "")),
+                                            str(trained.get(name, {}).get("seconds") or meta.get("train_seconds", ""))])
+        rt.add_row(*rows[-1])
+    Console(width=max(Console().width, 220)).print(rt)
+    words = [f"- {r}" for r in verdicts(iv)]
+    for w in words:
+        print(w)
     path = cfg.run_dir(ds) / "compare.md"
-    lines = [f"# Model comparison ds={ds}", "", f"{result['records']} eval records, corpus {result['corpus']} items.",
-             "", NOTE, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = [f"# Model comparison ds={ds}", "", f"{result['records']} eval records, corpus {result['corpus']} items; "
+             f"strongest simple baseline on the validation day: {result['best_baseline']}.", "", NOTE, "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
+    lines += ["", "## In words (HR@100, eval day, all records, paired bootstrap 95% intervals)", ""] + words
     path.write_text("\n".join(lines) + "\n")
-    return {"ds": ds, "table": str(path), "trained": trained, "metrics": result["metrics"]}
+    return {"ds": ds, "table": str(path), "trained": trained, "best_baseline": result["best_baseline"],
+            "verdicts": [w[2:] for w in words],
+            "hr": {n: m.get(f"hr@{k0}/all") for n, m in result["metrics"].items()},
+            "hr_novel": {n: m.get(f"hr_novel@{k0}/all") for n, m in result["metrics"].items()}}
+
+
+def verdicts(iv) -> list[str]:
+    out = []
+    for r in iv[(iv.segment == "all") & (iv.records == "all")].to_dict("records"):
+        name = r["model"] + (f"-{r['variant']}" if r["variant"] else "")
+        if r["ratio"] != r["ratio"]:
+            continue
+        out.append(f"{name} vs {r['reference']} ({r['reference_model']}): {verdict(r['ratio'], r['lo'], r['hi'])}")
+    return out
+
+
+def _interval(iv, model: str, variant: str, ref: str, records: str) -> str:
+    m = iv[(iv.model == model) & (iv.variant == variant) & (iv.reference == ref) & (iv.records == records)
+           & (iv.segment == "all")]
+    if not len(m) or m.ratio.iloc[0] != m.ratio.iloc[0]:
+        return ""
+    r = m.iloc[0]
+    mark = "+" if r.lo > 1 else ("-" if r.hi < 1 else "~")
+    return f"{r.ratio:.3f}x [{r.lo:.3f}, {r.hi:.3f}] {mark}"
 
 
 def _train_meta(cfg: MerConfig, ds: str, name: str) -> dict:

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from model.item_tower import Summarize, TowerConfig, masked_mean, masked_softmax, mlp
+from model.item_tower import history_encoder, TowerConfig, masked_mean, masked_softmax, mlp
 
 
 class ParallelMaskNet(nn.Module):
@@ -59,18 +59,18 @@ class CRTower(nn.Module):
     association = "argmax"  # one embedding per condition
     n_fields = 4
 
-    def __init__(self, c: TowerConfig):
+    def __init__(self, c: TowerConfig, item: nn.Module | None = None):
         super().__init__()
         self.c = c
-        self.summarize = Summarize(c)
+        self.summarize = history_encoder(c, item)
         self.condition = nn.Embedding(c.n_topics + 1, c.dim)  # the condition enters the embedding layer
         self.query = nn.Linear(c.dim, c.dim, bias=False)
         self.proj = nn.ModuleList(nn.Linear(c.dim, c.dhen_dim) for _ in range(self.n_fields))
         self.dhen = DHEN(self.n_fields, c)
         self.out = nn.Linear(c.dhen_mlp, c.dim)
 
-    def forward(self, pre, missing, cat, creator, topic, mask, valid, cond):
-        e = self.summarize(pre, missing, cat, creator, topic)  # [B, L, d]
+    def forward(self, pre, missing, cat, creator, topic, ids, mask, valid, cond):
+        e = self.summarize(pre, missing, cat, creator, topic, ids)  # [B, L, d]
         use = mask & valid
         q = self.condition(cond)  # [B, d]
         att = masked_softmax(torch.einsum("bd,bld->bl", self.query(q), e) / e.shape[-1] ** 0.5, use, dim=1)

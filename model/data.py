@@ -21,7 +21,9 @@ from mer.errors import ContractError
 from mer.tables import latest_partition, partition_dataset, read_partition
 
 # Order of the user-tower inputs everywhere (training, export, serving).
-USER_INPUTS = ("pre", "missing", "cat", "creator", "topic", "mask", "valid", "cond")
+ITEM_INPUTS = ("pre", "missing", "cat", "creator", "topic", "ids")  # what the item tower reads per item
+USER_INPUTS = ITEM_INPUTS + ("mask", "valid", "cond")
+MASK, VALID, COND = (USER_INPUTS.index(k) for k in ("mask", "valid", "cond"))
 TRAIN_COLUMNS = ["event_id", "user_id", "item_id", "event_ts", "hist_item_ids", "hist_ts", "hist_valid",
                  "condition_id", "segment"]
 
@@ -51,6 +53,11 @@ class Catalog:
     topic_scores: np.ndarray
     topic_vocab: np.ndarray  # int64 topic ids; vocab index i <-> topic id topic_vocab[i]
     tensors: dict = field(default_factory=dict)
+
+    @property
+    def ids(self) -> np.ndarray:
+        """Item id by row (-1 for row 0): the item tower's id field, looked up in its own id vocabulary."""
+        return np.concatenate([[-1], self.item_ids]).astype(np.int64)
 
     @property
     def n_rows(self) -> int:
@@ -83,14 +90,14 @@ class Catalog:
             self.tensors = {
                 "pre": torch.from_numpy(self.pre), "missing": torch.from_numpy(self.missing),
                 "cat": torch.from_numpy(self.cat), "creator": torch.from_numpy(self.creator),
-                "topic": torch.from_numpy(self.topic),
+                "topic": torch.from_numpy(self.topic), "ids": torch.from_numpy(self.ids),
             }
         return self.tensors
 
     def item_inputs(self, rows: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """(pre, missing, cat, creator, topic) for catalog rows of any shape."""
+        """ITEM_INPUTS for catalog rows of any shape."""
         t = self.feature_tensors()
-        return tuple(t[k][rows] for k in ("pre", "missing", "cat", "creator", "topic"))
+        return tuple(t[k][rows] for k in ITEM_INPUTS)
 
 
 def item_arrays(table: pa.Table, pre_dim: int | None, topic_vocab: np.ndarray, cat_buckets: int,
@@ -138,7 +145,8 @@ def item_arrays(table: pa.Table, pre_dim: int | None, topic_vocab: np.ndarray, c
         order = np.lexsort((-flat_s, seg))
         first = order[offsets[:-1][has]]
         primary[has] = vidx[first]
-    return {"pre": pre, "missing": (~ok).astype(np.float32), "cat": cat_h, "creator": cr_h, "topic": primary,
+    ids = table.column("item_id").fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+    return {"pre": pre, "missing": (~ok).astype(np.float32), "cat": cat_h, "creator": cr_h, "topic": primary, "ids": ids,
             "topic_offsets": offsets, "topic_values": vidx, "topic_scores": flat_s, "pre_dim": pre_dim}
 
 
@@ -221,9 +229,31 @@ class Batch:
     condition_ids: np.ndarray  # -1 = none
     hist_ts: np.ndarray  # int64 microseconds, right-aligned
     event_ts: np.ndarray
+    hist_rows: np.ndarray | None = None  # [B, L] catalog rows of the history slots (0 = empty / unknown)
 
     def __len__(self) -> int:
         return len(self.item_ids)
+
+    @property
+    def cond(self) -> torch.Tensor:
+        return self.inputs[COND]
+
+    @property
+    def use(self) -> np.ndarray:
+        """[B, L] history slots a model may read: present, valid features, not a negative action."""
+        return (self.inputs[MASK] & self.inputs[VALID]).numpy()
+
+    def novel(self) -> np.ndarray:
+        """[B] bool: the target is not among the user's own history items (a new item, not a repeat)."""
+        rows = self.target_rows.numpy()
+        return ~((self.hist_rows == rows[:, None]) & (self.hist_rows > 0)).any(1)
+
+    def take(self, keep: np.ndarray) -> "Batch":
+        sel = torch.from_numpy(np.asarray(keep))
+        return Batch(inputs=tuple(x[sel] for x in self.inputs), target_rows=self.target_rows[sel],
+                     user_ids=self.user_ids[keep], item_ids=self.item_ids[keep], segments=self.segments[keep],
+                     condition_ids=self.condition_ids[keep], hist_ts=self.hist_ts[keep], event_ts=self.event_ts[keep],
+                     hist_rows=None if self.hist_rows is None else self.hist_rows[keep])
 
 
 def make_batch(table: pa.Table, catalog: Catalog, history_len: int, cond_topic_ids: np.ndarray | None = None) -> Batch:
@@ -236,15 +266,14 @@ def make_batch(table: pa.Table, catalog: Catalog, history_len: int, cond_topic_i
     if cond_topic_ids is None:
         cond_topic_ids = table.column("condition_id").fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
     rows_t = torch.from_numpy(rows)
-    pre, missing, cat, creator, topic = catalog.item_inputs(rows_t)
     cond = torch.from_numpy(catalog.topic_index(cond_topic_ids))
     valid = valid & mask & (catalog.missing[rows] == 0)  # unknown / featureless items are invalid too
-    inputs = (pre, missing, cat, creator, topic, torch.from_numpy(mask), torch.from_numpy(valid), cond)
+    inputs = catalog.item_inputs(rows_t) + (torch.from_numpy(mask), torch.from_numpy(valid), cond)
     ev = table.column("event_ts").cast(pa.int64()).to_numpy(zero_copy_only=False)
     return Batch(inputs=inputs, target_rows=torch.from_numpy(catalog.rows(item_ids)), user_ids=table.column(
         "user_id").to_numpy(zero_copy_only=False).astype(np.int64), item_ids=item_ids,
         segments=np.asarray(table.column("segment").to_pylist(), dtype=object), condition_ids=cond_topic_ids,
-        hist_ts=hist_ts, event_ts=ev)
+        hist_ts=hist_ts, event_ts=ev, hist_rows=rows)
 
 
 def sample_item_conditions(table: pa.Table, catalog: Catalog, rng: np.random.Generator) -> np.ndarray:
@@ -309,9 +338,11 @@ def shuffled_tables(tables: Iterator[pa.Table], buffer_rows: int, batch_size: in
         yield from drain(True)
 
 
-def read_eval(cfg: MerConfig, ds: str, limit: int | None, seed: int, conditioned_only: bool = False) -> pa.Table:
-    """The eval split (capped by a seeded sample so metrics stay cheap and reproducible)."""
-    parts = list(stream_tables(cfg, ds, "eval", conditioned_only=conditioned_only))
+def read_eval(cfg: MerConfig, ds: str, limit: int | None, seed: int, conditioned_only: bool = False,
+              split: str = "eval") -> pa.Table:
+    """The eval split, or the val split for early stopping / tuning / bless (capped by a seeded sample so
+    metrics stay cheap and reproducible)."""
+    parts = list(stream_tables(cfg, ds, split, conditioned_only=conditioned_only))
     if not parts:
         return examples_dataset(cfg, ds).schema.empty_table().select(TRAIN_COLUMNS)
     t = pa.concat_tables(parts)

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from model.item_tower import Summarize, TowerConfig, mlp, squash
+from model.item_tower import history_encoder, TowerConfig, mlp, squash
 
 
 def farthest_point_init(x: torch.Tensor, eligible: torch.Tensor, mask: torch.Tensor, k: int):
@@ -81,14 +81,14 @@ def route(e: torch.Tensor, c: torch.Tensor, item_mask: torch.Tensor, active: tor
 class DCMTower(nn.Module):
     association = "argmax"  # Eq 8
 
-    def __init__(self, c: TowerConfig):
+    def __init__(self, c: TowerConfig, item: nn.Module | None = None):
         super().__init__()
         self.c = c
-        self.summarize = Summarize(c)
+        self.summarize = history_encoder(c, item)
         self.head = mlp(c.dim, c.hidden_dim, c.dim)
 
-    def forward(self, pre, missing, cat, creator, topic, mask, valid, cond):
-        e = self.summarize(pre, missing, cat, creator, topic)  # Eq 4, [B, L, d]
+    def forward(self, pre, missing, cat, creator, topic, ids, mask, valid, cond):
+        e = self.summarize(pre, missing, cat, creator, topic, ids)  # Eq 4, [B, L, d]
         eligible = (mask & valid) if self.c.va_fpi else mask  # Eq 6 vs Eq 5
         idx, active = farthest_point_init(e.detach(), eligible, mask, self.c.k)
         c0 = e.gather(1, idx.unsqueeze(-1).expand(-1, -1, e.shape[-1]))

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import torch
 
+from model.data import USER_INPUTS
 from model.item_tower import TowerConfig
 
 EXPORT_FILE = "user_tower.pt2"
@@ -18,14 +19,15 @@ def example_inputs(c: TowerConfig, batch: int = 4) -> tuple[torch.Tensor, ...]:
     return (torch.randn(batch, L, c.pre_dim, generator=g), torch.zeros(batch, L),
             torch.randint(0, c.cat_buckets + 1, (batch, L), generator=g),
             torch.randint(0, c.creator_buckets + 1, (batch, L), generator=g),
-            torch.randint(0, c.n_topics + 1, (batch, L), generator=g), mask,
+            torch.randint(0, c.n_topics + 1, (batch, L), generator=g),
+            torch.randint(-1, 1 << 20, (batch, L), generator=g), mask,
             torch.rand(batch, L, generator=g) > 0.2, torch.randint(0, c.n_topics + 1, (batch,), generator=g))
 
 
 def export_user_tower(user: torch.nn.Module, c: TowerConfig, folder: Path) -> Path:
     user.eval()
     batch = torch.export.Dim("batch", min=1, max=1 << 20)
-    dyn = tuple({0: batch} for _ in range(8))
+    dyn = tuple({0: batch} for _ in USER_INPUTS)
     with torch.no_grad():
         ep = torch.export.export(user, example_inputs(c), dynamic_shapes=dyn)
     path = Path(folder) / EXPORT_FILE

@@ -6,24 +6,24 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from model.item_tower import Summarize, TowerConfig, mlp
+from model.item_tower import history_encoder, TowerConfig, mlp
 
 
 class InterestTokenTower(nn.Module):
     association = "gumbel"
 
-    def __init__(self, c: TowerConfig):
+    def __init__(self, c: TowerConfig, item: nn.Module | None = None):
         super().__init__()
         self.c = c
-        self.summarize = Summarize(c)
+        self.summarize = history_encoder(c, item)
         self.pos = nn.Parameter(torch.zeros(c.history_len, c.dim))
         self.tokens = nn.Parameter(torch.randn(c.k, c.dim) * 0.5)
         self.decoder = nn.TransformerDecoderLayer(c.dim, nhead=1, dim_feedforward=2 * c.dim, dropout=0.0,
                                                   batch_first=True)
         self.head = mlp(c.dim, c.hidden_dim, c.dim)
 
-    def forward(self, pre, missing, cat, creator, topic, mask, valid, cond):
-        e = self.summarize(pre, missing, cat, creator, topic)
+    def forward(self, pre, missing, cat, creator, topic, ids, mask, valid, cond):
+        e = self.summarize(pre, missing, cat, creator, topic, ids)
         mem = e + self.pos[-e.shape[1]:]
         # An empty history would mask every key (NaN attention): leave its last slot visible.
         blocked = ~mask

@@ -2,7 +2,11 @@
 
 TowerConfig is saved as config.json next to the weights, so serving rebuilds the exact modules.
 Every item (a history slot or a candidate) is described by the same fields: pretrained embedding
-(zeroed, with a missing flag, when invalid), hashed category, hashed creator, primary topic.
+(zeroed, with a missing flag, when invalid), hashed category, hashed creator, primary topic and, when
+the model has an id vocabulary, a learned item-id embedding (the collaborative signal: items engaged by
+the same users move together). The vocabulary (items with >= id_min_count train positives) is a buffer
+of the weights, so a served item tower maps ids exactly as in training; an item outside it (new, rare)
+gets the zero row and is described by its content fields alone.
 """
 from __future__ import annotations
 
@@ -40,6 +44,8 @@ class TowerConfig:
     masknet_hidden: int = 64
     masknet_ratio: float = 0.5
     topic_vocab: list[int] = field(default_factory=list)
+    id_vocab_size: int = 0  # items with their own learned id embedding (0 = content fields only)
+    history_encoder: str = "item_tower"  # "item_tower": history items are encoded by psi itself; "summarize": Eq 4
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -78,9 +84,7 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 class ItemFields(nn.Module):
-    """Item input fields, each projected to field_dim: [..., 4, field_dim]."""
-
-    n_fields = 4
+    """Item input fields, each projected to field_dim: [..., n_fields, field_dim]."""
 
     def __init__(self, c: TowerConfig):
         super().__init__()
@@ -88,10 +92,26 @@ class ItemFields(nn.Module):
         self.cat = nn.Embedding(c.cat_buckets + 1, c.field_dim)
         self.creator = nn.Embedding(c.creator_buckets + 1, c.field_dim)
         self.topic = nn.Embedding(c.n_topics + 1, c.field_dim)
+        self.n_fields = 4
+        if c.id_vocab_size:
+            self.n_fields = 5
+            self.register_buffer("id_vocab", torch.zeros(c.id_vocab_size, dtype=torch.int64))  # sorted item ids
+            # Row 0 (outside the vocabulary) is fixed at zero: such an item is described by its content alone.
+            self.ids = nn.Embedding(c.id_vocab_size + 1, c.field_dim, padding_idx=0)
+            nn.init.normal_(self.ids.weight, std=0.1)
+            with torch.no_grad():
+                self.ids.weight[0].zero_()
 
-    def forward(self, pre, missing, cat, creator, topic) -> torch.Tensor:
+    def id_rows(self, ids: torch.Tensor) -> torch.Tensor:
+        pos = torch.searchsorted(self.id_vocab, ids).clamp_max(self.id_vocab.shape[0] - 1)
+        return torch.where(self.id_vocab[pos] == ids, pos + 1, torch.zeros_like(pos))
+
+    def forward(self, pre, missing, cat, creator, topic, ids) -> torch.Tensor:
         p = self.pre(torch.cat([pre, missing.unsqueeze(-1)], dim=-1))
-        return torch.stack([p, self.cat(cat), self.creator(creator), self.topic(topic)], dim=-2)
+        f = [p, self.cat(cat), self.creator(creator), self.topic(topic)]
+        if self.n_fields == 5:
+            f.append(self.ids(self.id_rows(ids)))
+        return torch.stack(f, dim=-2)
 
 
 class Summarize(nn.Module):
@@ -100,10 +120,10 @@ class Summarize(nn.Module):
     def __init__(self, c: TowerConfig):
         super().__init__()
         self.fields = ItemFields(c)
-        self.mlp = mlp(ItemFields.n_fields * c.field_dim, c.hidden_dim, c.dim)
+        self.mlp = mlp(self.fields.n_fields * c.field_dim, c.hidden_dim, c.dim)
 
-    def forward(self, pre, missing, cat, creator, topic) -> torch.Tensor:
-        f = self.fields(pre, missing, cat, creator, topic)
+    def forward(self, pre, missing, cat, creator, topic, ids) -> torch.Tensor:
+        f = self.fields(pre, missing, cat, creator, topic, ids)
         return self.mlp(f.flatten(-2))
 
 
@@ -115,6 +135,14 @@ class ItemTower(nn.Module):
         self.summarize = Summarize(c)
         self.out = nn.Sequential(nn.GELU(), nn.Linear(c.dim, c.dim))
 
-    def forward(self, pre, missing, cat, creator, topic) -> torch.Tensor:
-        e = self.summarize(pre, missing, cat, creator, topic)
+    def forward(self, pre, missing, cat, creator, topic, ids) -> torch.Tensor:
+        e = self.summarize(pre, missing, cat, creator, topic, ids)
         return F.normalize(e + self.out(e), dim=-1)
+
+
+def history_encoder(c: TowerConfig, item: nn.Module | None) -> nn.Module:
+    """How a user tower encodes its history items: psi itself (the items a user engaged live in the space the
+    user is scored against, so a tower starts from "near what you engaged") or its own Eq 4 summariser."""
+    if c.history_encoder == "item_tower" and item is not None:
+        return item
+    return Summarize(c)

@@ -6,6 +6,8 @@ the in-batch negatives. In-batch copies of the positive item are masked out (the
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -30,16 +32,26 @@ def select_embedding(user: torch.Tensor, item: torch.Tensor, active: torch.Tenso
 
 
 def sampled_softmax_loss(u: torch.Tensor, items: torch.Tensor, log_q: torch.Tensor, item_ids: torch.Tensor,
-                         temperature: float) -> torch.Tensor:
-    """Eq 9: -log softmax over {positive} + in-batch negatives of (u . o_y / T - log p_y).
+                         temperature: float, extra: tuple[torch.Tensor, torch.Tensor, int] | None = None) -> torch.Tensor:
+    """Eq 9: -log softmax over {positive} + in-batch negatives of (u . o_y / T - log Q_y).
 
     u [B, d] associated user embeddings, items [B, d] positives (row b is b's positive and everyone
     else's negative), log_q [B] log sampling probability of each in-batch item, item_ids [B].
+    extra = (embeddings [M, d], ids [M], N): negatives drawn uniformly from a catalog of N items (mixed negative
+    sampling). Each candidate's correction is the log of its expected count among the candidates: B p_y for an
+    in-batch item, M / N for a uniform one.
     """
     logits = u @ items.T / temperature - log_q.unsqueeze(0)  # [B, B]
     same = item_ids.unsqueeze(0) == item_ids.unsqueeze(1)
     same.fill_diagonal_(False)
     logits = logits.masked_fill(same, float("-inf"))  # accidental hits are not negatives
+    if extra is not None:
+        neg, neg_ids, n_items = extra
+        B, M = u.shape[0], neg.shape[0]
+        logits = logits - math.log(B)  # in-batch: log(B p_y)
+        xl = u @ neg.T / temperature - math.log(M / n_items)
+        xl = xl.masked_fill(neg_ids.unsqueeze(0) == item_ids.unsqueeze(1), float("-inf"))
+        logits = torch.cat([logits, xl], dim=1)
     target = torch.arange(u.shape[0], device=u.device)
     return F.cross_entropy(logits, target)
 

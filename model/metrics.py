@@ -61,3 +61,4 @@ def overlap(a: list[list[int]], b: list[list[int]]) -> float:
     """Mean |A ∩ B| / min(|A|, |B|) over users: share of candidates two retrievers have in common."""
     vals = [len(set(x) & set(y)) / max(min(len(x), len(y)), 1) for x, y in zip(a, b) if x and y]
     return float(np.mean(vals)) if vals else float("nan")
+

@@ -11,23 +11,23 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from model.item_tower import Summarize, TowerConfig, mlp, squash
+from model.item_tower import history_encoder, TowerConfig, mlp, squash
 
 
 class MINDTower(nn.Module):
     association = "argmax"
 
-    def __init__(self, c: TowerConfig):
+    def __init__(self, c: TowerConfig, item: nn.Module | None = None):
         super().__init__()
         self.c = c
-        self.summarize = Summarize(c)
+        self.summarize = history_encoder(c, item)
         self.S = nn.Linear(c.dim, c.dim, bias=False)  # shared bilinear map
         g = torch.Generator().manual_seed(c.seed)
         self.register_buffer("b0", torch.randn(c.k, c.history_len, generator=g))
         self.head = mlp(c.dim, c.hidden_dim, c.dim)
 
-    def forward(self, pre, missing, cat, creator, topic, mask, valid, cond):
-        e = self.summarize(pre, missing, cat, creator, topic)
+    def forward(self, pre, missing, cat, creator, topic, ids, mask, valid, cond):
+        e = self.summarize(pre, missing, cat, creator, topic, ids)
         se = self.S(e)  # [B, L, d]
         L = se.shape[1]
         b = self.b0[:, -L:].unsqueeze(0).expand(se.shape[0], -1, -1)

@@ -53,14 +53,13 @@ def item_space(catalog: Catalog) -> torch.Tensor:
 def embed_batch(batch: Batch, catalog: Catalog, max_clusters: int, decay: float) -> tuple[torch.Tensor, torch.Tensor]:
     """[B, K, d] medoid embeddings and [B, K] importance (0 = padding slot)."""
     space = item_space(catalog)
-    rows_all = batch.inputs  # (pre, missing, ..., mask, valid, cond)
-    mask, valid = rows_all[5].numpy(), rows_all[6].numpy()
-    pre = rows_all[0].numpy()
+    use_all = batch.use
+    pre = batch.inputs[0].numpy()
     B, d = len(batch), space.shape[1]
     emb = torch.zeros(B, max_clusters, d)
     imp = torch.zeros(B, max_clusters)
     for b in range(B):
-        use = np.flatnonzero(mask[b] & valid[b])
+        use = np.flatnonzero(use_all[b])
         if len(use) == 0:
             continue
         x = pre[b, use]

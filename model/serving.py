@@ -20,7 +20,7 @@ from mer.config import MerConfig
 from mer.contract import ITEM_FEATURES
 from mer.errors import ContractError, MerError, validate_ds
 from mer.tables import latest_partition, read_partition
-from model.data import build_catalog, item_arrays, make_batch, read_eval
+from model.data import ITEM_INPUTS, build_catalog, item_arrays, make_batch, read_eval
 from model.scoring import active_of, encode_users
 from model.train import load_model, model_dir as _model_dir
 
@@ -38,7 +38,7 @@ class ItemEncoder:
     pandas frame of the same columns and goes through it.
     """
 
-    FEATURES = ("pretrained_embedding", "category_id", "creator_id", "topic_ids", "topic_scores")
+    FEATURES = ("item_id", "pretrained_embedding", "category_id", "creator_id", "topic_ids", "topic_scores")
     columns = FEATURES  # what encode_arrow reads (bulk inference reads only these)
 
     def __init__(self, folder: Path, batch_size: int = 8192):
@@ -73,7 +73,7 @@ class ItemEncoder:
         a = self._features(data)
         n = len(a["pre"])
         out = np.empty((n, self.dim), dtype=np.float32)
-        t = [torch.from_numpy(a[k]) for k in ("pre", "missing", "cat", "creator", "topic")]
+        t = [torch.from_numpy(a[k]) for k in ITEM_INPUTS]
         with torch.inference_mode():
             for s in range(0, n, self.batch_size):
                 out[s:s + self.batch_size] = self.net.item(*(x[s:s + self.batch_size] for x in t)).numpy()

@@ -1,7 +1,8 @@
 """Stage 3: train one user tower + item tower on training_examples (`mer train --model ... --variant ...`).
 
-Streams the train split in record batches through a seeded shuffling buffer, optimises Eq 9, scores
-HR@100 on a sample of the eval split after each epoch (early stopping with patience) and writes
+Streams the train split in record batches through a seeded shuffling buffer, optimises Eq 9 within a
+step budget scaled to the data (warmup + cosine LR), scores HR@100 on a sample of the validation day
+after each epoch (early stopping with patience; the eval day is never read here) and writes
 cfg.run_dir(ds)/models/<name>/: weights.safetensors, config.json, metrics.json, curve.csv and the
 exported user tower (user_tower.pt2).
 """
@@ -12,6 +13,7 @@ import csv
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 import time
@@ -20,13 +22,15 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save_model
+from safetensors.torch import load_model as load_weights
 from tqdm import tqdm
 
 from mer.config import MerConfig
 from mer.errors import ContractError, MerError, validate_ds
-from mer.tables import swap_in
+from mer.tables import read_partition, swap_in
 from model.data import (
     corpus_rows,
     examples_dataset,
@@ -43,7 +47,7 @@ from model.export import export_user_tower
 from model.item_tower import TowerConfig
 from model.loss import StreamingFrequency, sampled_softmax_loss, select_embedding
 from model.scoring import active_of, eval_batch, hr_at
-from model.zoo import TwoTower, artifact_name, check_variant, tower_config
+from model.zoo import BASELINES, TwoTower, artifact_name, check_variant, tower_config
 
 log = logging.getLogger(__name__)
 WEIGHTS = "weights.safetensors"
@@ -72,7 +76,12 @@ def batch_loss(net: TwoTower, batch, log_q: torch.Tensor, temperature: float) ->
     items = net.item(*batch.catalog_inputs)  # [B, d]
     u = select_embedding(user, items, active_of(net, importance.detach()), net.association, net.c.gumbel_tau,
                          temperature)
-    return sampled_softmax_loss(u, items, log_q, torch.from_numpy(batch.item_ids), temperature)  # Eq 9
+    extra = None
+    negatives = getattr(batch, "negatives", None)
+    if negatives is not None:
+        inputs, rows, n_items = negatives
+        extra = (net.item(*inputs), rows, n_items)
+    return sampled_softmax_loss(u, items, log_q, batch.target_rows, temperature, extra)  # Eq 9
 
 
 class _StepLoss(torch.nn.Module):
@@ -114,17 +123,80 @@ def _broadcast(value: float) -> float:
     return float(t[0])
 
 
-def _filter(table: pa.Table, keep: np.ndarray) -> pa.Table:
-    return table if keep.all() else table.filter(pa.array(keep))
+def id_vocabulary(cfg: MerConfig, ds: str) -> np.ndarray:
+    """Sorted item ids that get their own id embedding: >= id_min_count train positives, the most frequent
+    id_vocab_max (item_frequency counts the train split only). Empty when id embeddings are off."""
+    t = cfg.train
+    path = cfg.table("item_frequency") / f"ds={ds}"
+    if not t.id_vocab_max or not path.is_dir():
+        return np.zeros(0, dtype=np.int64)
+    freq = read_partition(cfg.table("item_frequency"), ds, columns=["item_id", "count"])
+    ids = freq.column("item_id").to_numpy(zero_copy_only=False).astype(np.int64)
+    counts = freq.column("count").to_numpy(zero_copy_only=False)
+    keep = counts >= t.id_min_count
+    ids, counts = ids[keep], counts[keep]
+    if len(ids) > t.id_vocab_max:
+        ids = ids[np.lexsort((ids, -counts))[: t.id_vocab_max]]
+    return np.sort(ids)
+
+
+def build_net(cfg: MerConfig, ds: str, model: str, variant: str | None, catalog, vocab) -> TwoTower:
+    id_vocab = id_vocabulary(cfg, ds)
+    tc = tower_config(cfg, model, variant, pre_dim=catalog.pre_dim, topic_vocab=vocab.tolist(),
+                      id_vocab_size=len(id_vocab))
+    net = TwoTower(tc)
+    if len(id_vocab):
+        net.item.summarize.fields.id_vocab.copy_(torch.from_numpy(id_vocab))
+    return net
+
+
+def step_budget(cfg: MerConfig, ds: str, conditioned_only: bool) -> tuple[int, int]:
+    """(steps per epoch, total step budget) from the model's train rows: scaled to the data."""
+    t = cfg.train
+    flt = pc.field("split") == "train"
+    if conditioned_only:
+        flt = flt & pc.field("condition_id").is_valid()
+    rows = examples_dataset(cfg, ds).count_rows(filter=flt)
+    per_epoch = max(1, -(-rows // t.batch_size))
+    if t.max_steps_per_epoch:
+        per_epoch = min(per_epoch, t.max_steps_per_epoch)
+    return per_epoch, max(t.epochs * per_epoch, t.min_steps)
+
+
+def lr_schedule(opt: torch.optim.Optimizer, budget: int, warmup_frac: float, final_frac: float):
+    """Linear warmup over warmup_frac of the budget, then cosine decay to final_frac x lr at the budget."""
+    warm = max(1, int(budget * warmup_frac))
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        p = min(1.0, (step - warm) / max(1, budget - warm))
+        return final_frac + (1 - final_frac) * 0.5 * (1 + math.cos(math.pi * p))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
 def run(cfg: MerConfig, ds: str, model: str = "dcm", variant: str | None = None) -> dict:
     validate_ds(ds)
+    if variant is None and "-" in model:  # an artifact name ("itemknn-max") names the model and its variant
+        model, variant = model.split("-", 1)
     variant = check_variant(model, variant)
     if model == "pinnersage":
         from model.pinnersage import run as pinnersage_run
 
         return pinnersage_run(cfg, ds)
+    if model in BASELINES:
+        from model.baselines import fit_baseline
+
+        return fit_baseline(cfg, ds, model, variant)
+    fit = train_tower(cfg, ds, model, variant)
+    if fit["rank"] > 0:  # only rank 0 writes the model folder
+        return {k: v for k, v in fit.items() if k not in ("net", "curve")}
+    return save_artifacts(cfg, ds, fit["model"], fit["net"], fit["net"].c, fit["curve"], fit["extra"])
+
+
+def train_tower(cfg: MerConfig, ds: str, model: str, variant: str | None) -> dict:
+    """Train one tower to its best validation-day score; nothing written (`run` saves, `mer tune` compares)."""
     name = artifact_name(model, variant)
     t = cfg.train
     rank, world = dist_setup()
@@ -138,8 +210,8 @@ def run(cfg: MerConfig, ds: str, model: str = "dcm", variant: str | None = None)
     examples_dataset(cfg, ds)  # fail first on the table this stage is about
     vocab = load_topic_vocab(cfg, ds)
     catalog = load_catalog(cfg, ds, vocab)
-    tc = tower_config(cfg, model, variant, pre_dim=catalog.pre_dim, topic_vocab=vocab.tolist())
-    net = TwoTower(tc)
+    net = build_net(cfg, ds, model, variant, catalog, vocab)
+    tc = net.c
     prob = item_probabilities(cfg, ds, catalog)
     freq = StreamingFrequency() if prob is None else None
     if prob is None:
@@ -147,10 +219,18 @@ def run(cfg: MerConfig, ds: str, model: str = "dcm", variant: str | None = None)
     log_prob = None if prob is None else torch.from_numpy(np.log(np.clip(prob, 1e-9, None))).float()
 
     conditioned = model == "cr"
-    ev = eval_batch(read_eval(cfg, ds, t.early_stop_records, t.seed, conditioned_only=conditioned), catalog,
-                    tc.history_len)
+    source_only = model == "cr" and variant == "source"
+    # Early stopping scores the validation day only: the eval day is never read while training.
+    val = eval_batch(read_eval(cfg, ds, t.early_stop_records, t.seed, conditioned_only=conditioned, split="val"),
+                     catalog, tc.history_len)
+    if val is None or len(val) == 0:
+        raise ContractError(f"table training_examples: no validation-day rows (split='val') for model {name} in "
+                            f"ds={ds}" + (" with a condition_id" if conditioned else "")
+                            + ": early stopping needs them (check build.val_days and the window's last days)")
     corpus = corpus_rows(cfg, ds, catalog)
+    per_epoch, budget = step_budget(cfg, ds, source_only)
     opt = torch.optim.AdamW(net.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    sched = lr_schedule(opt, budget, t.warmup_frac, t.lr_final_frac)
     ddp = None
     if world > 1:
         # Same seed on every rank (and DDP broadcasts rank 0's weights); a variant's idle parameters
@@ -160,13 +240,12 @@ def run(cfg: MerConfig, ds: str, model: str = "dcm", variant: str | None = None)
 
     curve, best, best_state, bad_epochs, seen = [], -1.0, None, 0, 0
     cond_rng = np.random.default_rng(t.seed + 1)
-    total_steps = 0
-    for epoch in range(8 * t.epochs):
-        if epoch >= t.epochs and total_steps >= t.min_steps:
-            break
+    neg_rng = np.random.default_rng(t.seed + 2)
+    total_steps, epoch = 0, 0
+    while total_steps < budget:
         net.train()
         rng = np.random.default_rng([t.seed, epoch])
-        tables = stream_tables(cfg, ds, "train", conditioned_only=(model == "cr" and variant == "source"))
+        tables = stream_tables(cfg, ds, "train", conditioned_only=source_only)
         losses, n_ex, e0, steps = [], 0, time.time(), 0
         bar = tqdm(shuffled_tables(tables, t.shuffle_buffer, t.batch_size, rng), desc=f"{name} epoch {epoch}",
                    unit="batch", leave=False, disable=None if rank == 0 else True)
@@ -181,22 +260,27 @@ def run(cfg: MerConfig, ds: str, model: str = "dcm", variant: str | None = None)
             cond = sample_item_conditions(table, catalog, cond_rng) if (model == "cr" and variant == "item") else None
             batch = make_batch(table, catalog, tc.history_len, cond)
             keep = batch.target_rows.numpy() > 0
-            if model == "cr":
-                keep &= batch.inputs[7].numpy() > 0  # a CR row needs a known condition
+            if conditioned:
+                keep &= batch.cond.numpy() > 0  # a CR row needs a known condition
             if keep.sum() < 2:
                 continue
             if not keep.all():
-                batch = make_batch(_filter(table, keep), catalog, tc.history_len, None if cond is None else cond[keep])
+                batch = batch.take(keep)
             batch.catalog_inputs = catalog.item_inputs(batch.target_rows)
             if log_prob is not None:
                 log_q = log_prob[batch.target_rows]
             else:
                 log_q = torch.from_numpy(np.log(freq.update(batch.item_ids))).float()
+            batch.negatives = None
+            if t.uniform_negatives:
+                rows = torch.from_numpy(neg_rng.integers(1, catalog.n_rows, t.uniform_negatives))
+                batch.negatives = (catalog.item_inputs(rows), rows, catalog.n_rows - 1)
             losses.append(train_step(net, batch, log_q, opt, t.temperature, ddp))
+            sched.step()
             n_ex += len(batch)
             steps += 1
             bar.set_postfix(loss=f"{losses[-1]:.3f}", ex_s=f"{n_ex / max(time.time() - e0, 1e-6):.0f}")
-            if t.max_steps_per_epoch and steps >= t.max_steps_per_epoch:
+            if steps >= per_epoch or total_steps + steps >= budget:
                 break
         joined.close()
         if world > 1:  # epoch figures over all ranks: examples summed, steps of the longest rank
@@ -205,17 +289,19 @@ def run(cfg: MerConfig, ds: str, model: str = "dcm", variant: str | None = None)
             losses = losses or ([float("nan")] if any_losses else [])
         if not losses:
             raise ContractError(f"table training_examples: no usable train rows for model {name} in ds={ds}"
-                                + (" (CR needs rows with condition_id)" if model == "cr" else ""))
+                                + (" (CR needs rows with condition_id)" if conditioned else ""))
         seen += n_ex
         total_steps += steps
-        hr = hr_at(net, ev, catalog, corpus, 100) if rank == 0 else float("nan")
+        hr = hr_at(net, val, catalog, corpus, 100) if rank == 0 else float("nan")
         if world > 1:
             hr = _broadcast(hr)  # rank 0 evaluates; every rank takes the same early-stopping decision
         secs = time.time() - e0
         curve.append({"epoch": epoch, "steps": steps, "examples": n_ex, "loss": float(np.mean(losses)),
                       "loss_first": losses[0], "loss_last": float(np.mean(losses[-max(1, len(losses) // 5):])),
-                      "eval_hr@100": hr, "seconds": round(secs, 2), "examples_per_s": round(n_ex / max(secs, 1e-6), 1)})
-        log.info("%s epoch %d loss %.4f eval HR@100 %.4f", name, epoch, curve[-1]["loss"], hr)
+                      "lr": opt.param_groups[0]["lr"], "val_hr@100": hr, "seconds": round(secs, 2),
+                      "examples_per_s": round(n_ex / max(secs, 1e-6), 1)})
+        log.info("%s epoch %d loss %.4f val HR@100 %.4f", name, epoch, curve[-1]["loss"], hr)
+        epoch += 1
         score = -1.0 if np.isnan(hr) else hr
         if score > best:
             best, bad_epochs = score, 0
@@ -225,14 +311,12 @@ def run(cfg: MerConfig, ds: str, model: str = "dcm", variant: str | None = None)
             if bad_epochs >= t.patience:
                 break
     net.load_state_dict(best_state)
-    if rank > 0:  # only rank 0 writes the model folder
-        return {"model": name, "rank": rank, "world_size": world, "train_examples_seen": seen,
-                "best_eval_hr@100": best}
-    out = save_artifacts(cfg, ds, name, net, tc, curve,
-                         {"train_seconds": round(time.time() - t0, 2), "train_examples_seen": seen,
-                          "best_eval_hr@100": best, "logq": "item_frequency" if prob is not None else "streaming",
-                          "world_size": world})
-    return out
+    return {"model": name, "rank": rank, "world_size": world, "train_examples_seen": seen, "best_val_hr@100": best,
+            "net": net, "curve": curve,
+            "extra": {"train_seconds": round(time.time() - t0, 2), "train_examples_seen": seen,
+                      "steps": total_steps, "step_budget": budget, "best_val_hr@100": best,
+                      "logq": "item_frequency" if prob is not None else "streaming", "world_size": world,
+                      "id_vocab": tc.id_vocab_size}}
 
 
 def save_artifacts(cfg: MerConfig, ds: str, name: str, net: TwoTower, tc: TowerConfig, curve: list[dict],
@@ -243,8 +327,9 @@ def save_artifacts(cfg: MerConfig, ds: str, name: str, net: TwoTower, tc: TowerC
     tmp = final.parent / f".tmp-{name}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        state = {k: v.contiguous() for k, v in net.state_dict().items()}
-        save_file(state, str(tmp / WEIGHTS))
+        # save_model drops the names that alias one tensor (psi shared as the history encoder) and load_model
+        # restores them: one copy of every weight in the file.
+        save_model(net, str(tmp / WEIGHTS))
         digest = hashlib.sha256((tmp / WEIGHTS).read_bytes()).hexdigest()[:12]
         version = f"{name}-{ds}-{digest}"
         export = "user_tower.pt2"
@@ -280,7 +365,7 @@ def load_model(folder: Path) -> tuple[TwoTower, dict]:
     if not conf_path.is_file() or not (folder / WEIGHTS).is_file():
         raise MerError(f"model folder {folder} has no config.json / {WEIGHTS}: train it first")
     try:
-        weights = load_file(str(folder / WEIGHTS))
+        load_file(str(folder / WEIGHTS))
     except Exception as exc:  # safetensors refuses anything that is not its own header + tensors (pickles too)
         raise ContractError(f"model folder {folder}: {WEIGHTS} is not a valid safetensors file "
                             f"({type(exc).__name__}: {exc}); nothing was unpickled") from None
@@ -291,7 +376,7 @@ def load_model(folder: Path) -> tuple[TwoTower, dict]:
         raise ContractError(f"model folder {folder}: config.json is not a model config ({exc})") from None
     net = TwoTower(tc)
     try:
-        net.load_state_dict(weights)
+        load_weights(net, str(folder / WEIGHTS))
     except RuntimeError as exc:
         first = str(exc).splitlines()[0]
         raise ContractError(f"model folder {folder}: {WEIGHTS} does not match config.json ({first})") from None

@@ -16,9 +16,12 @@ from model.single import SingleTower
 TOWERS = {"single": SingleTower, "dcm": DCMTower, "mind": MINDTower, "sa": SelfAttentionTower,
           "token": InterestTokenTower, "cr": CRTower}
 TRAINED = tuple(TOWERS)
-ALL_MODELS = TRAINED + ("pinnersage",)
-VARIANTS = {"cr": ("source", "item"), "dcm": ("no-vafpi", "no-sar", "k2", "k4")}
-DEFAULT_VARIANT = {"cr": "source"}
+# Non-neural baselines (model/baselines.py): fitted on the train split, scored and compared like the towers.
+BASELINES = ("popularity", "itemknn", "pretrained", "inverted")
+ALL_MODELS = TRAINED + ("pinnersage",) + BASELINES
+VARIANTS = {"cr": ("source", "item"), "dcm": ("no-vafpi", "no-sar", "k2", "k4"), "itemknn": ("sum", "max"),
+            "pretrained": ("mean", "max")}
+DEFAULT_VARIANT = {"cr": "source", "itemknn": "sum", "pretrained": "mean"}
 IMPLICIT = ("dcm", "mind", "sa", "token", "pinnersage")  # multi-embedding models with K_im embeddings
 
 
@@ -39,9 +42,11 @@ def artifact_name(model: str, variant: str | None) -> str:
     return f"{model}-{variant}"
 
 
-def tower_config(cfg: MerConfig, model: str, variant: str | None, *, pre_dim: int, topic_vocab: list[int]) -> TowerConfig:
+def tower_config(cfg: MerConfig, model: str, variant: str | None, *, pre_dim: int, topic_vocab: list[int],
+                 id_vocab_size: int = 0) -> TowerConfig:
     t = cfg.train
     c = TowerConfig(model=model, variant=variant, pre_dim=pre_dim, n_topics=len(topic_vocab),
+                    id_vocab_size=id_vocab_size, history_encoder=t.history_encoder,
                     cat_buckets=t.cat_buckets, creator_buckets=t.creator_buckets, field_dim=t.field_dim,
                     hidden_dim=t.hidden_dim, dim=t.embed_dim, k=1, routing_iters=t.routing_iters,
                     history_len=t.history_len, va_fpi=t.va_fpi, sar=t.sar, gumbel_tau=t.gumbel_tau, seed=t.seed,
@@ -62,8 +67,8 @@ class TwoTower(nn.Module):
     def __init__(self, c: TowerConfig):
         super().__init__()
         self.c = c
-        self.user = TOWERS[c.model](c)
         self.item = ItemTower(c)
+        self.user = TOWERS[c.model](c, self.item)  # shares psi when the history is encoded by the item tower
 
     @property
     def association(self) -> str:

@@ -17,9 +17,11 @@ partition ds of its warehouse table:
   ``core_saves_per_28d`` (4) saves per 28 days scaled to the train window, i.e.
   ``saves * 28 > core_saves_per_28d * train_days`` (14 days: 3+ saves -> core). Only train
   days count, so the eval day never decides a user's segment.
-  ``split``: train for event days before the eval days, eval for the eval days (the run ds).
+  ``split``: val for the last ``val_days`` days before the eval days (the validation day: early
+  stopping, tuning, bless), train for the days before it, eval for the eval days (the run ds).
 - ``item_frequency``: positives per item over the train split, prob = count / total (logQ).
-- ``eval_corpus``: the ``eval_corpus_size`` items with most positives over the window (ties by item_id).
+- ``eval_corpus``: the ``eval_corpus_size`` items with most positives before the eval days (ties by item_id).
+- ``item_neighbors``: item-kNN over the train split, cosine co-engagement (spark_jobs/item_neighbors.py).
 
 How the history is built (no Python UDFs, bounded memory per row): engaged events are
 hash-partitioned by user once; events sharing (user, event_ts) are grouped into one row holding
@@ -33,6 +35,7 @@ import time
 
 from mer.config import MerConfig
 from mer.errors import ContractError, validate_ds
+from spark_jobs.item_neighbors import item_neighbors
 
 
 def expected_embedding_dim(items) -> int | None:
@@ -100,13 +103,18 @@ def training_examples(
     train_days: list[str],
     core_saves_per_28d: int,
     num_partitions: int,
+    val_days: int = 1,
 ):
     """Engaged events with condition_id (see ``with_conditions``) -> TRAINING_EXAMPLES rows (see module doc)."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     n = int(history_len)
-    last_train = max(train_days) if train_days else "0000-00-00"
+    last_window = max(train_days) if train_days else "0000-00-00"  # the last day before the eval days
+    # The last `val_days` pre-eval days are the validation split (early stopping, tuning, bless); the eval
+    # days are scored once and read by nothing else.
+    fit_days = sorted(train_days)[: max(len(train_days) - int(val_days), 0)]
+    last_train = max(fit_days) if fit_days else "0000-00-00"
     ev = conditioned.join(F.broadcast(validity), on="item_id", how="left").select(
         "user_id",
         "event_ts",
@@ -119,7 +127,7 @@ def training_examples(
             (F.coalesce(F.col("feat_valid"), F.lit(False)) & ~F.col("action").isin(list(negative_actions))).alias("ok"),
             F.col("condition_id").alias("condition_id"),
         ).alias("e"),
-        ((F.col("action") == "save") & (F.col("event_date") <= F.lit(last_train))).cast("int").alias("train_save"),
+        ((F.col("action") == "save") & (F.col("event_date") <= F.lit(last_window))).cast("int").alias("train_save"),
     )
     # Hash by user once: the per-(user, ts) grouping and the per-user window both reuse it.
     groups = (
@@ -166,7 +174,10 @@ def training_examples(
             F.transform("hist", lambda x: x["ok"]).alias("hist_valid"),
             F.col("p.condition_id").alias("condition_id"),
             F.when(F.col("core"), "core").otherwise("non_core").alias("segment"),
-            F.when(F.col("event_date") <= F.lit(last_train), "train").otherwise("eval").alias("split"),
+            F.when(F.col("event_date") <= F.lit(last_train), "train")
+            .when(F.col("event_date") <= F.lit(last_window), "val")
+            .otherwise("eval")
+            .alias("split"),
         )
     )
 
@@ -183,12 +194,14 @@ def item_frequency(examples):
 
 
 def eval_corpus(examples, size: int):
-    """Top ``size`` items by positives over the whole window, rank 1 = most engaged (ties: lower item_id)."""
+    """Top ``size`` items by positives before the eval days (train + val splits), rank 1 = most engaged
+    (ties: lower item_id). The eval day does not pick the candidates it is scored against."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     top = (
-        examples.groupBy("item_id")
+        examples.filter(F.col("split") != "eval")
+        .groupBy("item_id")
         .agg(F.count(F.lit(1)).alias("count"))
         .orderBy(F.desc("count"), F.asc("item_id"))
         .limit(int(size))
@@ -198,7 +211,7 @@ def eval_corpus(examples, size: int):
 
 
 def build(spark, cfg: MerConfig, ds: str, events, source_interest, items) -> dict:
-    """Compute and write the four tables from already-loaded frames (the bench calls this too)."""
+    """Compute and write the five tables from already-loaded frames (the bench calls this too)."""
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
@@ -221,6 +234,7 @@ def build(spark, cfg: MerConfig, ds: str, events, source_interest, items) -> dic
             negative_actions=b.negative_actions,
             train_days=train_days,
             core_saves_per_28d=b.core_saves_per_28d,
+            val_days=b.val_days,
             num_partitions=max(spark.sparkContext.defaultParallelism, b.shuffle_partitions),
         )
         write_table(examples, cfg, "training_examples", ds)
@@ -229,6 +243,9 @@ def build(spark, cfg: MerConfig, ds: str, events, source_interest, items) -> dic
     written = read_table(spark, cfg, "training_examples", ds).select("item_id", "split", "segment", "condition_id")
     write_table(item_frequency(written), cfg, "item_frequency", ds)
     write_table(eval_corpus(written, b.eval_corpus_size), cfg, "eval_corpus", ds)
+    pairs_from = read_table(spark, cfg, "training_examples", ds).select("user_id", "item_id", "event_ts", "split")
+    neighbors = item_neighbors(pairs_from, top_m=b.neighbors_top_m, max_items_per_user=b.neighbors_max_items_per_user)
+    write_table(neighbors, cfg, "item_neighbors", ds)
 
     # Summary from the written files with pyarrow: no Spark job for a handful of numbers.
     stats = (
@@ -243,11 +260,12 @@ def build(spark, cfg: MerConfig, ds: str, events, source_interest, items) -> dic
         "embedding_dim": dim,
         "cr_triples": count_rows(cfg, "cr_triples", ds),
         "training_examples": examples_n,
-        "by_split": {s: sum(r["split_count"] for r in stats if r["split"] == s) for s in ("train", "eval")},
+        "by_split": {s: sum(r["split_count"] for r in stats if r["split"] == s) for s in ("train", "val", "eval")},
         "by_segment": {s: sum(r["split_count"] for r in stats if r["segment"] == s) for s in ("core", "non_core")},
         "join_rate": round(with_cond / examples_n, 6) if examples_n else 0.0,
         "item_frequency": count_rows(cfg, "item_frequency", ds),
         "eval_corpus": count_rows(cfg, "eval_corpus", ds),
+        "item_neighbors": count_rows(cfg, "item_neighbors", ds),
     }
 
 

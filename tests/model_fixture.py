@@ -64,6 +64,7 @@ def build(cfg: MerConfig, ds: str = DS, *, n_users: int = 240, n_items: int = 60
         n_ev = events_per_user if core else events_per_user // 2
         times = np.sort(rng.uniform(0, 15 * 86400, n_ev))
         times[-1] = 14 * 86400 + rng.uniform(0, 86399)  # every user has one eval-day engagement
+        times[-2] = 13 * 86400 + rng.uniform(0, 86399)  # ... and one on the validation day
         times = np.sort(times)
         hist: list[tuple[int, str, datetime, bool]] = []
         for i, s in enumerate(times):
@@ -86,7 +87,8 @@ def build(cfg: MerConfig, ds: str = DS, *, n_users: int = 240, n_items: int = 60
                     "hist_ts": [x[2] for x in h], "hist_valid": [x[3] for x in h],
                     "condition_id": int(topic_ids[t]) if via_topic else None,
                     "segment": "core" if core else "non_core",
-                    "split": "eval" if ts >= end else "train",
+                    # the day before ds is the validation day (early stopping, tuning, bless)
+                    "split": "eval" if ts >= end else ("val" if ts >= end - timedelta(days=1) else "train"),
                 })
             hist.append((int(item_ids[it]), action, ts, not bool(invalid[it])))
     examples = pa.Table.from_pylist(rows, schema=TRAINING_EXAMPLES)

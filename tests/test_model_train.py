@@ -36,7 +36,7 @@ def test_dcm_training_lowers_the_loss_and_writes_artifacts(trained):
     conf = json.loads((folder / "config.json").read_text())
     assert conf["k"] == cfg.train.k_im and conf["model_version"].startswith(f"dcm-{DS}-")
     curve = pd.read_csv(folder / "curve.csv")
-    assert {"loss", "eval_hr@100", "examples_per_s"} <= set(curve.columns)
+    assert {"loss", "val_hr@100", "lr", "examples_per_s"} <= set(curve.columns)
 
 
 def _eval_inputs(cfg, net):
@@ -123,6 +123,8 @@ def test_evaluate_writes_metrics_and_bless_gates(trained, monkeypatch):
     out = evaluate.run(cfg, DS)
     assert {"dcm", "single", "cr", "pinnersage", "dcm+cr"} <= set(out["models"])
     table = read_partition(cfg.table("eval_metrics"), DS).to_pandas()
+    assert set(table.split) == {"val", "eval"}
+    table = table[table.split == "eval"]
     hr = table[(table.model == "dcm") & (table.metric == "hr@50") & (table.segment == "all")].value.iloc[0]
     assert 0.0 < hr <= 1.0
     assert set(table.segment) == {"all", "core", "non_core"}

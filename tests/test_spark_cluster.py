@@ -45,6 +45,7 @@ COMPARED = {
     "training_examples": ("event_id",),
     "item_frequency": ("item_id",),
     "eval_corpus": ("item_id",),
+    "item_neighbors": ("item_id", "neighbor_id"),
 }
 
 

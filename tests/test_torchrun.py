@@ -33,12 +33,13 @@ def env_for(root: Path, cfg: MerConfig) -> dict[str, str]:
     return env
 
 
-def eval_hr(cfg: MerConfig, net) -> float:
+def val_hr(cfg: MerConfig, net) -> float:
     from model.data import corpus_rows, load_catalog, load_topic_vocab, read_eval
     from model.scoring import eval_batch, hr_at
 
     catalog = load_catalog(cfg, DS, load_topic_vocab(cfg, DS))
-    ev = eval_batch(read_eval(cfg, DS, cfg.train.early_stop_records, cfg.train.seed), catalog, net.c.history_len)
+    ev = eval_batch(read_eval(cfg, DS, cfg.train.early_stop_records, cfg.train.seed, split="val"), catalog,
+                    net.c.history_len)
     with torch.no_grad():
         return hr_at(net, ev, catalog, corpus_rows(cfg, DS, catalog), 100)
 
@@ -77,12 +78,12 @@ def test_torchrun_two_processes_matches_single_process(tmp_path):
     # Artifacts load back and reproduce the HR they recorded.
     net1, _ = load_model(base.run_dir(DS) / "models" / "dcm")
     net2, conf2 = load_model(cfg_ddp.run_dir(DS) / "models" / "dcm")
-    hr1, hr2 = eval_hr(base, net1), eval_hr(cfg_ddp, net2)
-    assert hr1 == pytest.approx(out1["best_eval_hr@100"], abs=1e-6)
-    assert hr2 == pytest.approx(out2["best_eval_hr@100"], abs=1e-6)
+    hr1, hr2 = val_hr(base, net1), val_hr(cfg_ddp, net2)
+    assert hr1 == pytest.approx(out1["best_val_hr@100"], abs=1e-6)
+    assert hr2 == pytest.approx(out2["best_val_hr@100"], abs=1e-6)
 
     torch.manual_seed(123)
     random_net = TwoTower(TowerConfig(**conf2["tower"])).eval()
-    hr_random = eval_hr(base, random_net)
+    hr_random = val_hr(base, random_net)
     assert hr1 > hr_random + 0.1 and hr2 > hr_random + 0.1, (hr1, hr2, hr_random)
     assert abs(hr2 - hr1) <= HR_TOLERANCE, (hr1, hr2)

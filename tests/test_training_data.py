@@ -50,16 +50,20 @@ def test_known_answers(built_small):
     assert {k: v["condition_id"] for k, v in ex.items()} == {
         "e02": 100, "e03": None, "e05": 200, "e06": 100, "e07": None, "e09": 100, "e10": 200, "e11": None, "e12": 100,
     }
-    assert {k: v["split"] for k, v in ex.items()} == {k: ("eval" if k in ("e10", "e11", "e12") else "train") for k in ex}
-    # user 1 saved twice on train days (core with the fixture's 2+ rule); user 2 once (its eval-day save doesn't count)
+    # 01-15 is the eval day, 01-14 the validation day, earlier days train
+    assert {k: v["split"] for k, v in ex.items()} == {
+        k: ("eval" if k in ("e10", "e11", "e12") else "val" if k in ("e06", "e07", "e09") else "train") for k in ex}
+    # user 1 saved twice before the eval day (core with the fixture's 2+ rule); user 2 once (its eval-day save
+    # doesn't count)
     assert {v["user_id"]: v["segment"] for v in ex.values()} == {1: "core", 2: "non_core"}
     assert summary["join_rate"] == pytest.approx(6 / 9, abs=1e-6)
 
+    # logQ from the train split only (e02 item 1, e03 and e05 item 2): the val and eval days stay unseen
     freq = {r["item_id"]: (r["count"], r["prob"]) for r in _rows(cfg, "item_frequency")}
-    assert freq == {2: (2, pytest.approx(2 / 6)), 1: (1, pytest.approx(1 / 6)), 3: (1, pytest.approx(1 / 6)),
-                    4: (1, pytest.approx(1 / 6)), 5: (1, pytest.approx(1 / 6))}
+    assert freq == {2: (2, pytest.approx(2 / 3)), 1: (1, pytest.approx(1 / 3))}
+    # the candidates: positives before the eval day (train + val), so the eval day picks nothing it is scored on
     corpus = sorted((r["rank"], r["item_id"], r["count"]) for r in _rows(cfg, "eval_corpus"))
-    assert corpus == [(1, 1, 2), (2, 2, 2), (3, 4, 2)]  # size 3, ties broken by item id
+    assert corpus == [(1, 2, 2), (2, 1, 1), (3, 3, 1)]  # size 3, ties broken by item id
 
     for name in ("cr_triples", "training_examples", "item_frequency", "eval_corpus", "quarantine"):
         _types_match(read_partition(cfg.table(name), DS), name)

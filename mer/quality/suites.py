@@ -47,8 +47,8 @@ def training_examples(cfg: MerConfig, f: Frame) -> list:
     return [
         *_not_null(["event_id", "user_id", "item_id", "event_ts", "action", "segment", "split"]),
         E.ExpectColumnValuesToBeInSet(column="segment", value_set=["core", "non_core"]),
-        E.ExpectColumnValuesToBeInSet(column="split", value_set=["train", "eval"]),
-        E.ExpectColumnDistinctValuesToContainSet(column="split", value_set=["train", "eval"]),
+        E.ExpectColumnValuesToBeInSet(column="split", value_set=["train", "val", "eval"]),
+        E.ExpectColumnDistinctValuesToContainSet(column="split", value_set=["train", "val", "eval"]),
         E.ExpectColumnValuesToBeInSet(column="action", value_set=f.params["positive_actions"]),
         # join rate of positives to source-interest rows = mean of the 0/1 has_condition column
         E.ExpectColumnMeanToBeBetween(column="has_condition", min_value=b.join_rate_min, max_value=b.join_rate_max),

@@ -35,13 +35,25 @@ def table(cfg: MerConfig, name: str, ds: str) -> pd.DataFrame | None:
 
 
 def eval_metrics(cfg: MerConfig, ds: str) -> pd.DataFrame | None:
+    """The eval day's metrics (the validation day's rows are what bless decided on, not what we report)."""
     df = table(cfg, "eval_metrics", ds)
+    if df is not None and "split" in df.columns:
+        df = df[df["split"] == "eval"]
     if df is None or df.empty:
         return None
     df = df.copy()
     df["variant"] = df["variant"].fillna("")
     df["segment"] = df["segment"].fillna("all")
     df["label"] = [m if not v else f"{m}/{v}" for m, v in zip(df["model"], df["variant"])]
+    return df
+
+
+def eval_intervals(cfg: MerConfig, ds: str) -> pd.DataFrame | None:
+    df = table(cfg, "eval_intervals", ds)
+    if df is None or df.empty:
+        return None
+    df = df.copy()
+    df["variant"] = df["variant"].fillna("")
     return df
 
 

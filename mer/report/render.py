@@ -16,6 +16,7 @@ import pandas as pd
 from mer.config import MerConfig
 from mer.errors import validate_ds
 from mer.report import charts, inputs
+from model.intervals import verdict
 
 NA = '<p class="na">not available{}</p>'
 CSS = """
@@ -61,6 +62,30 @@ def section_verdict(st: dict[str, dict]) -> str:
     elif publish is not None:
         parts.append(f'<p>Publish <span class="bad">failed</span>: {html.escape(str(publish.get("error")))}</p>')
     return "".join(parts)
+
+
+def section_winner(cfg: MerConfig, ds: str) -> str:
+    """Which model won, by how much, and whether the paired bootstrap interval excludes 1 (eval day, HR@K)."""
+    iv = inputs.eval_intervals(cfg, ds)
+    if iv is None:
+        return _na("no eval_intervals partition for this ds")
+    rows = iv[(iv["segment"] == "all")].copy()
+    best = rows.loc[rows["reference"] == "best_baseline", "reference_model"]
+    lines = [f"<p>Eval day, {html.escape(str(rows['metric'].iloc[0]))}; the strongest simple baseline on the "
+             f"validation day: <b>{html.escape(str(best.iloc[0]) if len(best) else 'none trained')}</b>. "
+             "Paired bootstrap 95% intervals over eval records; an interval that contains 1 shows no difference.</p>",
+             "<ul>"]
+    for r in rows[rows["records"] == "all"].to_dict("records"):
+        name = r["model"] + (f"-{r['variant']}" if r["variant"] else "")
+        words = verdict(r["ratio"], r["lo"], r["hi"])
+        cls = "ok" if r["lo"] > 1 else ("bad" if r["hi"] < 1 else "")
+        lines.append(f'<li><span class="{cls}">{html.escape(name)}</span> vs {html.escape(r["reference"])} '
+                     f'({html.escape(r["reference_model"])}): {html.escape(words)}</li>')
+    lines.append("</ul>")
+    table = rows.assign(model=[m + (f"-{v}" if v else "") for m, v in zip(rows["model"], rows["variant"])])
+    lines.append(_table(table[["model", "reference", "reference_model", "records", "n", "value", "reference_value",
+                               "ratio", "lo", "hi"]]))
+    return "".join(lines)
 
 
 def section_models(cfg: MerConfig, ds: str) -> str:
@@ -174,6 +199,7 @@ def render(cfg: MerConfig, ds: str) -> str:
     st = inputs.stages(cfg, ds)
     sections = [
         ("Verdict", section_verdict(st)),
+        ("Who won (intervals)", section_winner(cfg, ds)),
         ("Retrieval quality (HR@K)", section_models(cfg, ds)),
         ("Overlap and other metrics", section_other_metrics(cfg, ds)),
         ("Interests per user", section_interests(cfg, ds)),

@@ -1,0 +1,123 @@
+"""The evaluation protocol: the eval day never reaches training, early stopping, tuning or baseline fitting;
+known answers for the paired bootstrap interval and the novel-record filter."""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+import torch
+
+from mer.config import MerConfig
+from mer.tables import read_partition, write_partition
+from model.intervals import paired_bootstrap_ratio
+from tests.model_fixture import DS, build, small_cfg
+
+
+def _scramble_eval_day(cfg: MerConfig) -> int:
+    """Replace every eval-day row of training_examples by garbage (other targets, reversed histories)."""
+    t = read_partition(cfg.table("training_examples"), DS)
+    is_eval = pc.equal(t.column("split"), "eval")
+    ev, rest = t.filter(is_eval), t.filter(pc.invert(is_eval))
+    rng = np.random.default_rng(99)
+    items = ev.column("item_id").to_numpy()
+    ev = ev.set_column(ev.schema.get_field_index("item_id"), "item_id", pa.array(rng.permutation(items) + 1))
+    hist = [list(reversed(h)) for h in ev.column("hist_item_ids").to_pylist()]
+    ev = ev.set_column(ev.schema.get_field_index("hist_item_ids"), "hist_item_ids",
+                       pa.array(hist, type=pa.list_(pa.int64())))
+    write_partition(cfg.table("training_examples"), DS, pa.concat_tables([rest, ev]))
+    return ev.num_rows
+
+
+@pytest.fixture(scope="module")
+def two_roots(tmp_path_factory):
+    """The same fixture twice; in the second, the eval day's rows are scrambled."""
+    cfgs = []
+    for name in ("intact", "scrambled"):
+        cfg = small_cfg(MerConfig(root=tmp_path_factory.mktemp(name) / "var"))
+        cfg.train = cfg.train.model_copy(update={"epochs": 2})
+        build(cfg)
+        cfgs.append(cfg)
+    assert _scramble_eval_day(cfgs[1]) > 0
+    return cfgs
+
+
+def test_no_eval_day_row_reaches_training_or_early_stopping(two_roots):
+    from model.train import train_tower
+
+    fits = [train_tower(cfg, DS, "dcm", None) for cfg in two_roots]
+    assert fits[0]["best_val_hr@100"] == fits[1]["best_val_hr@100"]
+    assert [c["val_hr@100"] for c in fits[0]["curve"]] == [c["val_hr@100"] for c in fits[1]["curve"]]
+    a, b = (f["net"].state_dict() for f in fits)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), "weights differ: an eval-day row reached training"
+
+
+def test_no_eval_day_row_reaches_tuning(two_roots):
+    from model.tune import run
+
+    out = [run(cfg, DS, "single", trials=2) for cfg in two_roots]
+    assert out[0]["trials_by_value"] == out[1]["trials_by_value"]
+    trials = read_partition(two_roots[0].table("tune_trials"), DS).to_pylist()
+    assert [r["trial"] for r in trials] == [0, 1] and all(r["model"] == "single" for r in trials)
+
+
+def test_eval_rows_are_scored_but_do_not_select(two_roots):
+    """The eval day changes the eval figures (it is scored), not the validation figures bless decides on."""
+    from model import evaluate, train
+
+    for cfg in two_roots:
+        for m in ("single", "popularity"):
+            train.run(cfg, DS, m)
+        evaluate.run(cfg, DS)
+    tabs = [read_partition(cfg.table("eval_metrics"), DS).to_pandas() for cfg in two_roots]
+    val = [t[(t.split == "val") & (t.metric == "hr@10")].sort_values(["model", "segment"]).value.tolist()
+           for t in tabs]
+    ev = [t[(t.split == "eval") & (t.metric == "hr@10")].sort_values(["model", "segment"]).value.tolist()
+          for t in tabs]
+    assert val[0] == val[1]
+    assert ev[0] != ev[1]
+
+
+def test_paired_bootstrap_known_answers():
+    same = np.array([1, 0, 1, 1, 0, 0, 1, 0] * 50)
+    assert paired_bootstrap_ratio(same, same, n_boot=200, seed=1) == (1.0, 1.0, 1.0)  # every resample: exactly 1
+    # a hits wherever b hits, and on as many records again: ratio 2 on every resample that hits at all
+    b = np.array([1, 0] * 200)
+    a = np.ones(400)
+    ratio, lo, hi = paired_bootstrap_ratio(a, b, n_boot=500, seed=3)
+    assert ratio == 2.0 and lo < 2.0 < hi and lo > 1.7 and hi < 2.3
+    # a binomial case: the interval's half width is close to the delta-method figure
+    rng = np.random.default_rng(0)
+    b = rng.random(4000) < 0.3
+    a = b | (rng.random(4000) < 0.1)  # a adds hits on top of b's (paired)
+    r, lo, hi = paired_bootstrap_ratio(a, b, n_boot=2000, seed=5)
+    pa_, pb = a.mean(), b.mean()
+    # var of the ratio of paired means: (var a - 2 r cov + r^2 var b) / (n pb^2)
+    cov = np.cov(a.astype(float), b.astype(float))
+    se = np.sqrt((cov[0, 0] - 2 * r * cov[0, 1] + r * r * cov[1, 1]) / (4000 * pb * pb))
+    assert r == pytest.approx(pa_ / pb)
+    assert (hi - lo) / 2 == pytest.approx(1.96 * se, rel=0.15)
+    assert lo > 1.0  # b never hits where a misses: a is better, and the interval says so
+    nan = paired_bootstrap_ratio(np.ones(5), np.zeros(5))
+    assert all(np.isnan(nan))
+
+
+def test_novel_record_filter():
+    from model.data import build_catalog, make_batch
+
+    items = pa.table({"item_id": [10, 11, 12], "pretrained_embedding": [[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]],
+                      "category_id": [1, 1, 2], "creator_id": [1, 2, 3], "topic_ids": [[5], [5], [6]],
+                      "topic_scores": [[1.0], [1.0], [1.0]]})
+    catalog = build_catalog(items, np.array([5, 6]), 8, 8)
+    ts = pa.array([0, 0, 0], type=pa.timestamp("us"))
+    table = pa.table({
+        "event_id": ["a", "b", "c"], "user_id": [1, 2, 3], "item_id": [10, 12, 11], "event_ts": ts,
+        "hist_item_ids": [[10, 11], [10, 11], []],  # a repeat, a new item, no history at all (oldest first)
+        "hist_ts": pa.array([[0, 0], [0, 0], []], type=pa.list_(pa.timestamp("us"))),
+        "hist_valid": [[False, True], [True, True], []], "condition_id": pa.array([None] * 3, type=pa.int64()),
+        "segment": ["core", "core", "non_core"]})
+    # a repeat is a repeat even when that history slot is not valid (a hide of the same item counts)
+    assert make_batch(table, catalog, 4).novel().tolist() == [False, True, True]
+    # only the history the models see counts: with one slot, user 1's older engagement of item 10 drops out
+    assert make_batch(table, catalog, 1).novel().tolist() == [True, True, True]
