@@ -219,7 +219,7 @@ def mer_daily():
         train.override(task_id="train_cr")("cr", "source"),
         train.override(task_id="train_single")("single"),
         train.override(task_id="train_baselines").expand(model=extra),
-        fit_baseline.override(task_id="fit_simple_baselines").expand(model=SIMPLE_BASELINES),
+        fit_baseline.override(task_id="train_simple_baselines").expand(model=SIMPLE_BASELINES),
     ]
     blessed = bless()
     n_shards = shard_numbers()

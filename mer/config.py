@@ -127,6 +127,7 @@ class TrainConfig(BaseModel):
     id_vocab_max: int = 200_000
     # How user towers encode history items: with the item tower itself, or a separate Eq 4 summariser.
     history_encoder: Literal["item_tower", "summarize"] = "item_tower"
+    route_valid: bool = False  # DCM: clusters made of valid engaged items only (hides and featureless items left out)
     max_steps_per_epoch: int | None = None
     history_len: int = 50
     va_fpi: bool = True

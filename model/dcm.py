@@ -92,7 +92,12 @@ class DCMTower(nn.Module):
         eligible = (mask & valid) if self.c.va_fpi else mask  # Eq 6 vs Eq 5
         idx, active = farthest_point_init(e.detach(), eligible, mask, self.c.k)
         c0 = e.gather(1, idx.unsqueeze(-1).expand(-1, -1, e.shape[-1]))
-        c, b = route(e, c0, mask, active, self.c.routing_iters, self.c.sar)
+        # Which history items the clusters are made of: with route_valid, only engaged items with valid features
+        # (not hides), as single and PinnerSage pool them; a user with none falls back to every slot.
+        members = mask
+        if self.c.route_valid:
+            members = torch.where((mask & valid).any(1, keepdim=True), mask & valid, mask)
+        c, b = route(e, c0, members, active, self.c.routing_iters, self.c.sar)
         importance = b.sum(-1) * active.to(b.dtype)  # 3.5: cluster importance = sum_i b_ij
         o = F.normalize(c + self.head(c), dim=-1)
         return o, importance

@@ -46,7 +46,7 @@ def tower_config(cfg: MerConfig, model: str, variant: str | None, *, pre_dim: in
                  id_vocab_size: int = 0) -> TowerConfig:
     t = cfg.train
     c = TowerConfig(model=model, variant=variant, pre_dim=pre_dim, n_topics=len(topic_vocab),
-                    id_vocab_size=id_vocab_size, history_encoder=t.history_encoder,
+                    id_vocab_size=id_vocab_size, history_encoder=t.history_encoder, route_valid=t.route_valid,
                     cat_buckets=t.cat_buckets, creator_buckets=t.creator_buckets, field_dim=t.field_dim,
                     hidden_dim=t.hidden_dim, dim=t.embed_dim, k=1, routing_iters=t.routing_iters,
                     history_len=t.history_len, va_fpi=t.va_fpi, sar=t.sar, gumbel_tau=t.gumbel_tau, seed=t.seed,

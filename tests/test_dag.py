@@ -113,7 +113,8 @@ def test_shape(parsed):
     for t in ("train_dcm", "train_cr", "train_single"):
         assert up[t] == {"gate_training"}
     assert up["train_baselines"] == {"gate_training", "extra_baselines"}
-    assert up["evaluate"] == {"train_dcm", "train_cr", "train_single", "train_baselines"}
+    assert up["train_simple_baselines"] == {"gate_training"}  # always fitted: bless must beat the strongest
+    assert up["evaluate"] == {"train_dcm", "train_cr", "train_single", "train_baselines", "train_simple_baselines"}
     assert up["bless"] == {"evaluate"}
     assert up["item_inference"] == {"bless"}
     assert up["gate_embeddings"] == {"item_inference"}
@@ -124,6 +125,7 @@ def test_shape(parsed):
     tasks = parsed["tasks"]
     assert tasks["bless"]["type"] == "_ShortCircuitDecoratedOperator"
     assert tasks["build_shard"]["type"] == "DecoratedMappedOperator"  # one task per shard
+    assert tasks["train_simple_baselines"]["type"] == "DecoratedMappedOperator"  # one task per baseline
     assert tasks["wait_for_raw"]["type"] == "RawPartitionsSensor"
     # The report also runs when bless skipped everything up to publish; the mapping may be empty.
     assert tasks["report"]["trigger"] == "none_failed"
@@ -175,6 +177,10 @@ def test_dag_test_runs_the_wiring_with_mapped_shards_and_a_report(tmp_path):
     assert {states[f"build_shard.{i}"] for i in range(3)} == {"success"}
     assert "build_shard.3" not in states
     assert states["train_baselines"] == "skipped"  # no extra baselines asked for
+    from mer.config import MerConfig
+
+    n_simple = len(MerConfig().eval.simple_baselines) + 1  # + the inverted index
+    assert {states[f"train_simple_baselines.{i}"] for i in range(n_simple)} == {"success"}
     assert states["report"] == "success" and states["generate_if_absent"] == "success"
     report = tmp_path / "var" / "artifacts" / "ds=2026-01-15" / "report.html"
     page = report.read_text()

@@ -35,6 +35,7 @@ TINY = {
     "MER_BUILD__HISTORY_LEN": "10",
     "MER_TRAIN__HISTORY_LEN": "10",
     "MER_TRAIN__EPOCHS": "1",
+    "MER_TRAIN__MIN_STEPS": "0",
     "MER_TRAIN__EMBED_DIM": "16",
     "MER_TRAIN__BATCH_SIZE": "128",
     "MER_EVAL__KS": "[10,50]",

@@ -41,7 +41,9 @@ def _assert_not_published(store, run_id, latest_before):
 # ---------------------------------------------------------------- model regression
 def _eval_metrics(cfg, candidate: float, baseline: float) -> None:
     metric = f"hr@{cfg.eval.ks[0]}"
-    rows = [(cfg.eval.candidate_model, "", metric, "all", candidate), (cfg.eval.baseline_model, "", metric, "all", baseline)]
+    # bless reads the validation day's figures
+    rows = [(cfg.eval.candidate_model, "", "val", metric, "all", candidate),
+            (cfg.eval.baseline_model, "", "val", metric, "all", baseline)]
     write_partition(cfg.table("eval_metrics"), DS,
                     pa.Table.from_pylist([dict(zip(EVAL_METRICS.names, r)) for r in rows], schema=EVAL_METRICS))
 

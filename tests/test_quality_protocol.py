@@ -121,3 +121,40 @@ def test_novel_record_filter():
     assert make_batch(table, catalog, 4).novel().tolist() == [False, True, True]
     # only the history the models see counts: with one slot, user 1's older engagement of item 10 drops out
     assert make_batch(table, catalog, 1).novel().tolist() == [True, True, True]
+
+
+def _metrics(cfg: MerConfig, rows: list[tuple[str, str, float]]) -> None:
+    from mer.contract import EVAL_METRICS
+
+    recs = [{"model": m.partition("-")[0], "variant": m.partition("-")[2], "split": split, "metric": "hr@100",
+             "segment": "all", "value": v} for m, split, v in rows]
+    write_partition(cfg.table("eval_metrics"), DS, pa.Table.from_pylist(recs, schema=EVAL_METRICS))
+
+
+def test_bless_needs_single_and_the_strongest_simple_baseline_on_the_val_day(cfg, monkeypatch):
+    from model import bless
+
+    monkeypatch.delenv("MER_BLESS_FORCE_FAIL", raising=False)
+    # on the eval day dcm would win everything: bless must not look there
+    eval_day = [("dcm", "eval", 0.9), ("single", "eval", 0.1), ("itemknn-sum", "eval", 0.1)]
+    _metrics(cfg, [("dcm", "val", 0.50), ("single", "val", 0.40), ("itemknn-sum", "val", 0.55),
+                   ("popularity", "val", 0.20), ("pretrained-max", "val", 0.45)] + eval_day)
+    out = bless.run(cfg, DS)
+    assert out["blessed"] is False and out["best_baseline"] == "itemknn-sum"
+    assert "does not beat the strongest simple baseline itemknn-sum 0.5500" in out["reason"]
+    assert not (cfg.artifacts_dir / "blessed.json").exists()
+    _metrics(cfg, [("dcm", "val", 0.60), ("single", "val", 0.40), ("itemknn-sum", "val", 0.55)] + eval_day)
+    out = bless.run(cfg, DS)
+    assert out["blessed"] is True and out["candidate"] == 0.60 and out["split"] == "val"
+
+
+def test_training_without_a_validation_day_says_so(tmp_path):
+    from mer.errors import ContractError
+    from model.train import run
+
+    cfg = small_cfg(MerConfig(root=tmp_path / "var"))
+    build(cfg)
+    t = read_partition(cfg.table("training_examples"), DS)
+    write_partition(cfg.table("training_examples"), DS, t.filter(pc.not_equal(t.column("split"), "val")))
+    with pytest.raises(ContractError, match=r"no validation-day rows \(split='val'\) for model dcm"):
+        run(cfg, DS, "dcm")

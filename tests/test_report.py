@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mer.contract import EVAL_METRICS, QUARANTINE
+from mer.contract import EVAL_INTERVALS, EVAL_METRICS, QUARANTINE
 from mer.local_s3 import local_s3
 from mer.pipeline import record_stage, run_stage
 from mer.report import render
@@ -24,11 +24,19 @@ def write_inputs(cfg, *, blessed: bool = True) -> None:
     for model, variant, base in (("dcm", "", 0.30), ("single", "", 0.20), ("cr", "source", 0.25)):
         for k, bump in ((10, 0.0), (100, 0.2)):
             for seg, f in (("all", 1.0), ("core", 1.1), ("non_core", 0.8)):
-                rows.append((model, variant, f"hr@{k}", seg, round((base + bump) * f, 4)))
-    rows.append(("cr", "source", "filtered_hr@10", "all", 0.4321))
-    rows.append(("dcm+cr", "", "overlap@100", "all", 0.1234))
+                rows.append((model, variant, "eval", f"hr@{k}", seg, round((base + bump) * f, 4)))
+                rows.append((model, variant, "val", f"hr@{k}", seg, 0.9999))  # bless's figures: not reported
+    rows.append(("cr", "source", "eval", "filtered_hr@10", "all", 0.4321))
+    rows.append(("dcm+cr", "", "eval", "overlap@100", "all", 0.1234))
     table = pa.Table.from_pylist([dict(zip(EVAL_METRICS.names, r)) for r in rows], schema=EVAL_METRICS)
     write_partition(cfg.table("eval_metrics"), DS, table)
+    iv = [{"model": "dcm", "variant": "", "reference": "single", "reference_model": "single", "metric": "hr@100",
+           "records": "all", "segment": "all", "n": 900, "value": 0.5, "reference_value": 0.4, "ratio": 1.25,
+           "lo": 1.125, "hi": 1.375},
+          {"model": "dcm", "variant": "", "reference": "best_baseline", "reference_model": "itemknn-sum",
+           "metric": "hr@100", "records": "all", "segment": "all", "n": 900, "value": 0.5, "reference_value": 0.49,
+           "ratio": 1.0204, "lo": 0.97, "hi": 1.07}]
+    write_partition(cfg.table("eval_intervals"), DS, pa.Table.from_pylist(iv, schema=EVAL_INTERVALS))
     q = [("engagement_log", DS, "unknown_action", "action", "{}")] * 3 + [("engagement_log", DS, "null_id", "user_id", "{}")]
     write_partition(cfg.table("quarantine"), DS, pa.Table.from_pylist([dict(zip(QUARANTINE.names, r)) for r in q], schema=QUARANTINE))
     index = cfg.run_dir(DS) / "index"
@@ -64,6 +72,11 @@ def test_report_shows_known_numbers_and_charts(cfg):
     assert "mean 2.00 embeddings per user" in page
     assert "recall@100 target 0.95" in page
     assert "no GX Data Docs built" in page
+    assert "0.9999" not in page  # the validation day's rows decide bless; the report shows the eval day
+    # who won, in words, with the interval (the best baseline named)
+    assert "1.250x [1.125, 1.375]: better, the interval excludes 1" in page
+    assert "1.020x [0.970, 1.070]: no difference shown (the interval contains 1)" in page
+    assert "<b>itemknn-sum</b>" in page
 
 
 def test_not_blessed_report_says_why_and_that_nothing_was_published(cfg):
