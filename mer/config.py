@@ -116,7 +116,7 @@ class TrainConfig(BaseModel):
     lr_final_frac: float = 0.1
     lr: float = 3e-3
     weight_decay: float = 0.0
-    temperature: float = 0.05
+    temperature: float = 0.1  # validation-day sweep 0.025 / 0.05 / 0.1 / 0.2 on synthetic and MovieLens (bench/RESULTS.md)
     patience: int = 2
     # Negatives beyond the batch: this many items drawn uniformly from the catalog per step (mixed negative
     # sampling, logQ-corrected like the in-batch ones); 0 = in-batch negatives only.
@@ -127,7 +127,7 @@ class TrainConfig(BaseModel):
     id_vocab_max: int = 200_000
     # How user towers encode history items: with the item tower itself, or a separate Eq 4 summariser.
     history_encoder: Literal["item_tower", "summarize"] = "item_tower"
-    route_valid: bool = False  # DCM: clusters made of valid engaged items only (hides and featureless items left out)
+    route_valid: bool = True  # DCM: clusters of valid engaged items only (no hides, no featureless items); False = every slot
     max_steps_per_epoch: int | None = None
     history_len: int = 50
     va_fpi: bool = True

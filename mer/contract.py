@@ -163,6 +163,7 @@ EVAL_METRICS = pa.schema(
 
 EVAL_INTERVALS = pa.schema(
     [
+        ("name", pa.string()),  # the model's artifact name (cr = CR with the source association, itemknn-sum, ...)
         ("model", pa.string()),
         ("variant", pa.string()),
         ("reference", pa.string()),  # single | best_baseline

@@ -61,8 +61,7 @@ def run(cfg: MerConfig, ds: str, train_models: bool = True, only: list[str] | No
         for c in cols:
             metric, _, seg = c.partition(" ")
             vals.append(_fmt(_val(table, conf["model"], variant, metric, seg or "all")))
-        rels = [_interval(iv, conf["model"], variant, ref, recs) for ref in ("single", "best_baseline")
-                for recs in ("all", "novel")]
+        rels = [_interval(iv, name, ref, recs) for ref in ("single", "best_baseline") for recs in ("all", "novel")]
         meta = _train_meta(cfg, ds, name)
         val_hr = meta.get("best_val_hr@100")
         rows.append([name] + vals + rels + [_fmt(val_hr), str(meta.get("epochs_run", "")),
@@ -88,16 +87,14 @@ def run(cfg: MerConfig, ds: str, train_models: bool = True, only: list[str] | No
 def verdicts(iv) -> list[str]:
     out = []
     for r in iv[(iv.segment == "all") & (iv.records == "all")].to_dict("records"):
-        name = r["model"] + (f"-{r['variant']}" if r["variant"] else "")
         if r["ratio"] != r["ratio"]:
             continue
-        out.append(f"{name} vs {r['reference']} ({r['reference_model']}): {verdict(r['ratio'], r['lo'], r['hi'])}")
+        out.append(f"{r['name']} vs {r['reference']} ({r['reference_model']}): {verdict(r['ratio'], r['lo'], r['hi'])}")
     return out
 
 
-def _interval(iv, model: str, variant: str, ref: str, records: str) -> str:
-    m = iv[(iv.model == model) & (iv.variant == variant) & (iv.reference == ref) & (iv.records == records)
-           & (iv.segment == "all")]
+def _interval(iv, name: str, ref: str, records: str) -> str:
+    m = iv[(iv.name == name) & (iv.reference == ref) & (iv.records == records) & (iv.segment == "all")]
     if not len(m) or m.ratio.iloc[0] != m.ratio.iloc[0]:
         return ""
     r = m.iloc[0]

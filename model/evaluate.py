@@ -403,7 +403,7 @@ def intervals(results: dict[str, ModelEval], novel: np.ndarray, segments: np.nda
                 if subset == "novel":
                     w &= novel[common]
                 ratio, lo, hi = paired_bootstrap_ratio(a[w], b[w], n_boot=n_boot, seed=seed)
-                rows.append({"model": ev.model, "variant": ev.variant, "reference": ref_label,
+                rows.append({"name": name, "model": ev.model, "variant": ev.variant, "reference": ref_label,
                              "reference_model": ref, "metric": f"{'hr' if kind == 'ranks' else 'filtered_hr'}@{k}",
                              "records": subset, "segment": seg, "n": int(w.sum()),
                              "value": float(a[w].mean()) if w.any() else float("nan"),
@@ -469,8 +469,7 @@ def interval_lines(iv: list[dict], segment: str = "all") -> list[str]:
     for r in iv:
         if r["segment"] != segment:
             continue
-        name = r["model"] + (f"-{r['variant']}" if r["variant"] else "")
-        lines.append(f"| {name} | {r['reference']} ({r['reference_model']}) | {r['records']} | {r['n']} | "
+        lines.append(f"| {r['name']} | {r['reference']} ({r['reference_model']}) | {r['records']} | {r['n']} | "
                      f"{r['value']:.4f} | {r['reference_value']:.4f} | {verdict(r['ratio'], r['lo'], r['hi'])} |")
     return lines
 

@@ -45,7 +45,7 @@ class TowerConfig:
     masknet_ratio: float = 0.5
     topic_vocab: list[int] = field(default_factory=list)
     id_vocab_size: int = 0  # items with their own learned id embedding (0 = content fields only)
-    route_valid: bool = False  # DCM: route only valid, non-negative history items into the clusters
+    route_valid: bool = True  # DCM: route only valid, non-negative history items into the clusters
     history_encoder: str = "item_tower"  # "item_tower": history items are encoded by psi itself; "summarize": Eq 4
 
     def to_dict(self) -> dict:

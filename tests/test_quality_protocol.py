@@ -158,3 +158,25 @@ def test_training_without_a_validation_day_says_so(tmp_path):
     write_partition(cfg.table("training_examples"), DS, t.filter(pc.not_equal(t.column("split"), "val")))
     with pytest.raises(ContractError, match=r"no validation-day rows \(split='val'\) for model dcm"):
         run(cfg, DS, "dcm")
+
+
+def test_compare_prints_baselines_intervals_and_novel_hr(tmp_path, capsys):
+    from model import compare
+
+    cfg = small_cfg(MerConfig(root=tmp_path / "var"))
+    cfg.train = cfg.train.model_copy(update={"epochs": 2})
+    build(cfg)
+    out = compare.run(cfg, DS, only=["single", "dcm", "popularity", "pretrained-max", "cr", "inverted"])
+    printed = capsys.readouterr().out
+    assert out["best_baseline"] in ("popularity", "pretrained-max")
+    for name in ("single", "dcm", "popularity", "pretrained-max", "cr", "inverted"):
+        assert name in out["hr"] and out["hr"][name] is not None, name
+    assert "vs best baseline" in printed and "novel" in printed
+    text = (cfg.run_dir(DS) / "compare.md").read_text()
+    assert "hr_novel@10" in text and "vs single [95% CI]" in text
+    assert any(v.startswith("dcm vs single (single): ") for v in out["verdicts"])
+    assert any(v.startswith("cr vs inverted (inverted): ") for v in out["verdicts"])
+    iv = read_partition(cfg.table("eval_intervals"), DS).to_pandas()
+    dcm = iv[(iv.model == "dcm") & (iv.reference == "best_baseline") & (iv.records == "all") & (iv.segment == "all")]
+    assert len(dcm) == 1 and dcm.lo.iloc[0] <= dcm.ratio.iloc[0] <= dcm.hi.iloc[0]
+    assert set(iv[iv.model == "cr"].metric) == {"hr@10", "filtered_hr@10"}  # filtered HR vs the explicit control

@@ -30,10 +30,10 @@ def write_inputs(cfg, *, blessed: bool = True) -> None:
     rows.append(("dcm+cr", "", "eval", "overlap@100", "all", 0.1234))
     table = pa.Table.from_pylist([dict(zip(EVAL_METRICS.names, r)) for r in rows], schema=EVAL_METRICS)
     write_partition(cfg.table("eval_metrics"), DS, table)
-    iv = [{"model": "dcm", "variant": "", "reference": "single", "reference_model": "single", "metric": "hr@100",
+    iv = [{"name": "dcm", "model": "dcm", "variant": "", "reference": "single", "reference_model": "single", "metric": "hr@100",
            "records": "all", "segment": "all", "n": 900, "value": 0.5, "reference_value": 0.4, "ratio": 1.25,
            "lo": 1.125, "hi": 1.375},
-          {"model": "dcm", "variant": "", "reference": "best_baseline", "reference_model": "itemknn-sum",
+          {"name": "dcm", "model": "dcm", "variant": "", "reference": "best_baseline", "reference_model": "itemknn-sum",
            "metric": "hr@100", "records": "all", "segment": "all", "n": 900, "value": 0.5, "reference_value": 0.49,
            "ratio": 1.0204, "lo": 0.97, "hi": 1.07}]
     write_partition(cfg.table("eval_intervals"), DS, pa.Table.from_pylist(iv, schema=EVAL_INTERVALS))

@@ -76,14 +76,13 @@ def section_winner(cfg: MerConfig, ds: str) -> str:
              "Paired bootstrap 95% intervals over eval records; an interval that contains 1 shows no difference.</p>",
              "<ul>"]
     for r in rows[rows["records"] == "all"].to_dict("records"):
-        name = r["model"] + (f"-{r['variant']}" if r["variant"] else "")
+        name = r["name"]
         words = verdict(r["ratio"], r["lo"], r["hi"])
         cls = "ok" if r["lo"] > 1 else ("bad" if r["hi"] < 1 else "")
         lines.append(f'<li><span class="{cls}">{html.escape(name)}</span> vs {html.escape(r["reference"])} '
                      f'({html.escape(r["reference_model"])}): {html.escape(words)}</li>')
     lines.append("</ul>")
-    table = rows.assign(model=[m + (f"-{v}" if v else "") for m, v in zip(rows["model"], rows["variant"])])
-    lines.append(_table(table[["model", "reference", "reference_model", "records", "n", "value", "reference_value",
+    lines.append(_table(rows[["name", "reference", "reference_model", "records", "n", "value", "reference_value",
                                "ratio", "lo", "hi"]]))
     return "".join(lines)
 
