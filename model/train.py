@@ -150,17 +150,23 @@ def build_net(cfg: MerConfig, ds: str, model: str, variant: str | None, catalog,
     return net
 
 
-def step_budget(cfg: MerConfig, ds: str, conditioned_only: bool) -> tuple[int, int]:
-    """(steps per epoch, total step budget) from the model's train rows: scaled to the data."""
+def step_budget(cfg: MerConfig, ds: str, conditioned_only: bool, world: int = 1) -> tuple[int, int, int]:
+    """(steps per epoch, total step budget, steps per evaluation period) of one rank, from the model's train rows.
+
+    The budget is scaled to the data; the validation day is scored once per period = budget / epochs steps (at
+    least an epoch), so a small table (CR source) that makes up its budget with many short epochs is not
+    early-stopped after a few dozen steps while its learning rate is still warming up.
+    """
     t = cfg.train
     flt = pc.field("split") == "train"
     if conditioned_only:
         flt = flt & pc.field("condition_id").is_valid()
     rows = examples_dataset(cfg, ds).count_rows(filter=flt)
-    per_epoch = max(1, -(-rows // t.batch_size))
+    per_epoch = max(1, -(-rows // (t.batch_size * world)))
     if t.max_steps_per_epoch:
         per_epoch = min(per_epoch, t.max_steps_per_epoch)
-    return per_epoch, max(t.epochs * per_epoch, t.min_steps)
+    budget = max(t.epochs * per_epoch, t.min_steps)
+    return per_epoch, budget, max(per_epoch, -(-budget // max(1, t.epochs)))
 
 
 def lr_schedule(opt: torch.optim.Optimizer, budget: int, warmup_frac: float, final_frac: float):
@@ -228,7 +234,7 @@ def train_tower(cfg: MerConfig, ds: str, model: str, variant: str | None) -> dic
                             f"ds={ds}" + (" with a condition_id" if conditioned else "")
                             + ": early stopping needs them (check build.val_days and the window's last days)")
     corpus = corpus_rows(cfg, ds, catalog)
-    per_epoch, budget = step_budget(cfg, ds, source_only)
+    per_epoch, budget, period = step_budget(cfg, ds, source_only, world)
     opt = torch.optim.AdamW(net.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     sched = lr_schedule(opt, budget, t.warmup_frac, t.lr_final_frac)
     ddp = None
@@ -241,49 +247,56 @@ def train_tower(cfg: MerConfig, ds: str, model: str, variant: str | None) -> dic
     curve, best, best_state, bad_epochs, seen = [], -1.0, None, 0, 0
     cond_rng = np.random.default_rng(t.seed + 1)
     neg_rng = np.random.default_rng(t.seed + 2)
-    total_steps, epoch = 0, 0
+    total_steps, epoch, passes = 0, 0, 0
     while total_steps < budget:
         net.train()
-        rng = np.random.default_rng([t.seed, epoch])
-        tables = stream_tables(cfg, ds, "train", conditioned_only=source_only)
         losses, n_ex, e0, steps = [], 0, time.time(), 0
-        bar = tqdm(shuffled_tables(tables, t.shuffle_buffer, t.batch_size, rng), desc=f"{name} epoch {epoch}",
-                   unit="batch", leave=False, disable=None if rank == 0 else True)
-        joined = contextlib.ExitStack()
-        if ddp is not None:
-            # Every rank sees the same seeded batch order and trains on batches i % world == rank (disjoint
-            # slices); join() lets a rank that runs out of batches shadow the others' all-reduces.
-            joined.enter_context(ddp.join())
-        for i, table in enumerate(bar):
-            if world > 1 and i % world != rank:
-                continue
-            cond = sample_item_conditions(table, catalog, cond_rng) if (model == "cr" and variant == "item") else None
-            batch = make_batch(table, catalog, tc.history_len, cond)
-            keep = batch.target_rows.numpy() > 0
-            if conditioned:
-                keep &= batch.cond.numpy() > 0  # a CR row needs a known condition
-            if keep.sum() < 2:
-                continue
-            if not keep.all():
-                batch = batch.take(keep)
-            batch.catalog_inputs = catalog.item_inputs(batch.target_rows)
-            if log_prob is not None:
-                log_q = log_prob[batch.target_rows]
-            else:
-                log_q = torch.from_numpy(np.log(freq.update(batch.item_ids))).float()
-            batch.negatives = None
-            if t.uniform_negatives:
-                rows = torch.from_numpy(neg_rng.integers(1, catalog.n_rows, t.uniform_negatives))
-                batch.negatives = (catalog.item_inputs(rows), rows, catalog.n_rows - 1)
-            losses.append(train_step(net, batch, log_q, opt, t.temperature, ddp))
-            sched.step()
-            n_ex += len(batch)
-            steps += 1
-            bar.set_postfix(loss=f"{losses[-1]:.3f}", ex_s=f"{n_ex / max(time.time() - e0, 1e-6):.0f}")
-            if steps >= per_epoch or total_steps + steps >= budget:
+        while steps < period and total_steps + steps < budget:  # passes over the train split until the period ends
+            rng = np.random.default_rng([t.seed, passes])
+            passes += 1
+            tables = stream_tables(cfg, ds, "train", conditioned_only=source_only)
+            bar = tqdm(shuffled_tables(tables, t.shuffle_buffer, t.batch_size, rng), desc=f"{name} period {epoch}",
+                       unit="batch", leave=False, disable=None if rank == 0 else True)
+            joined = contextlib.ExitStack()
+            if ddp is not None:
+                # Every rank sees the same seeded batch order and trains on batches i % world == rank (disjoint
+                # slices); join() lets a rank that runs out of batches shadow the others' all-reduces.
+                joined.enter_context(ddp.join())
+            before = steps
+            for i, table in enumerate(bar):
+                if world > 1 and i % world != rank:
+                    continue
+                cond = sample_item_conditions(table, catalog, cond_rng) if (model == "cr" and variant == "item") else None
+                batch = make_batch(table, catalog, tc.history_len, cond)
+                keep = batch.target_rows.numpy() > 0
+                if conditioned:
+                    keep &= batch.cond.numpy() > 0  # a CR row needs a known condition
+                if keep.sum() < 2:
+                    continue
+                if not keep.all():
+                    batch = batch.take(keep)
+                batch.catalog_inputs = catalog.item_inputs(batch.target_rows)
+                if log_prob is not None:
+                    log_q = log_prob[batch.target_rows]
+                else:
+                    log_q = torch.from_numpy(np.log(freq.update(batch.item_ids))).float()
+                batch.negatives = None
+                if t.uniform_negatives:
+                    rows = torch.from_numpy(neg_rng.integers(1, catalog.n_rows, t.uniform_negatives))
+                    batch.negatives = (catalog.item_inputs(rows), rows, catalog.n_rows - 1)
+                losses.append(train_step(net, batch, log_q, opt, t.temperature, ddp))
+                sched.step()
+                n_ex += len(batch)
+                steps += 1
+                bar.set_postfix(loss=f"{losses[-1]:.3f}", ex_s=f"{n_ex / max(time.time() - e0, 1e-6):.0f}")
+                if steps >= period or total_steps + steps >= budget:
+                    break
+            joined.close()
+            # A pass with no usable row: more would not change that. Under DDP a period is one pass, so that
+            # every rank leaves it together (a rank starting another pass alone would wait on the others).
+            if steps == before or world > 1:
                 break
-        joined.close()
-        if world > 1:  # epoch figures over all ranks: examples summed, steps of the longest rank
+        if world > 1:  # period figures over all ranks: examples summed, steps of the longest rank
             n_ex, any_losses = (int(v) for v in _all_reduce([n_ex, len(losses)]))
             steps = int(_all_reduce([steps], "max")[0])
             losses = losses or ([float("nan")] if any_losses else [])
@@ -296,11 +309,11 @@ def train_tower(cfg: MerConfig, ds: str, model: str, variant: str | None) -> dic
         if world > 1:
             hr = _broadcast(hr)  # rank 0 evaluates; every rank takes the same early-stopping decision
         secs = time.time() - e0
-        curve.append({"epoch": epoch, "steps": steps, "examples": n_ex, "loss": float(np.mean(losses)),
+        curve.append({"epoch": epoch, "passes": passes, "steps": steps, "examples": n_ex, "loss": float(np.mean(losses)),
                       "loss_first": losses[0], "loss_last": float(np.mean(losses[-max(1, len(losses) // 5):])),
                       "lr": opt.param_groups[0]["lr"], "val_hr@100": hr, "seconds": round(secs, 2),
                       "examples_per_s": round(n_ex / max(secs, 1e-6), 1)})
-        log.info("%s epoch %d loss %.4f val HR@100 %.4f", name, epoch, curve[-1]["loss"], hr)
+        log.info("%s period %d loss %.4f val HR@100 %.4f", name, epoch, curve[-1]["loss"], hr)
         epoch += 1
         score = -1.0 if np.isnan(hr) else hr
         if score > best:
