@@ -131,7 +131,10 @@ def test_evaluate_writes_metrics_and_bless_gates(trained, monkeypatch):
     filt = table[(table.model == "cr") & (table.metric == "filtered_hr@50")]
     assert len(filt) == 3
     assert table[(table.model == "dcm") & (table.metric == "mean_pairwise_cos")].value.iloc[0] < 0.8
-    assert (cfg.run_dir(DS) / "eval_summary.md").read_text().count("| dcm |") == 1
+    summary = (cfg.run_dir(DS) / "eval_summary.md").read_text()
+    table, won = summary.split("## Who won", 1)
+    assert table.count("| dcm |") == 1
+    assert "| dcm | single (single) | all |" in won and "interval" in won
 
     registry = cfg.artifacts_dir / "blessed.json"
     cfg.eval = cfg.eval.model_copy(update={"ks": [50], "bless_margin": 10.0})
