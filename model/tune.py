@@ -14,6 +14,7 @@ import time
 
 import optuna
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from mer.config import MerConfig
 from mer.contract import TUNE_TRIALS
@@ -74,7 +75,7 @@ def run(cfg: MerConfig, ds: str, model: str = "dcm", variant: str | None = None,
     path = cfg.table("tune_trials") / f"ds={ds}"
     if path.is_dir():
         old = read_partition(cfg.table("tune_trials"), ds)
-        old = old.filter(pa.compute.not_equal(old.column("model"), name))
+        old = old.filter(pc.not_equal(old.column("model"), name))
         table = pa.concat_tables([old, table])
     write_partition(cfg.table("tune_trials"), ds, table)
     best = study.best_trial

@@ -60,6 +60,9 @@ def test_no_eval_day_row_reaches_tuning(two_roots):
     assert out[0]["trials_by_value"] == out[1]["trials_by_value"]
     trials = read_partition(two_roots[0].table("tune_trials"), DS).to_pylist()
     assert [r["trial"] for r in trials] == [0, 1] and all(r["model"] == "single" for r in trials)
+    run(two_roots[0], DS, "cr", trials=1)  # another model's trials join the partition; single's stay
+    trials = read_partition(two_roots[0].table("tune_trials"), DS).to_pylist()
+    assert sorted(r["model"] for r in trials) == ["cr", "single", "single"]
 
 
 def test_eval_rows_are_scored_but_do_not_select(two_roots):
