@@ -109,12 +109,8 @@ class Records:
     @classmethod
     def from_batch(cls, batch, followed: Sequence[np.ndarray] | None = None) -> Records:
         """A model.data Batch (with hist_rows) -> Records: use = mask & valid, cond = the batch's condition."""
-        from model.data import USER_INPUTS
-
-        x = batch.inputs
-        use = (x[USER_INPUTS.index("mask")] & x[USER_INPUTS.index("valid")]).numpy()
-        return cls(hist_rows=np.asarray(batch.hist_rows), use=use,
-                   cond=x[USER_INPUTS.index("cond")].numpy().astype(np.int64), followed=followed)
+        return cls(hist_rows=np.asarray(batch.hist_rows), use=batch.use, cond=batch.cond.numpy().astype(np.int64),
+                   followed=followed)
 
 
 def bind(baseline, records: Records) -> ScoreFn:

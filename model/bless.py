@@ -20,9 +20,9 @@ from mer.tables import read_partition
 REGISTRY = "blessed.json"
 
 
-def metric_value(table, model: str, metric: str, segment: str = "all", split: str = "val") -> float | None:
+def metric_value(df, model: str, metric: str, segment: str = "all", split: str = "val") -> float | None:
+    """One figure of eval_metrics (as a pandas frame); the validation day's by default."""
     name, _, variant = model.partition("-")
-    df = table.to_pandas()
     m = df[(df.model == name) & (df.variant == variant) & (df.metric == metric) & (df.segment == segment)
            & (df.split == split)]
     return float(m.value.iloc[0]) if len(m) else None
@@ -51,7 +51,7 @@ def run(cfg: MerConfig, ds: str) -> dict:
     validate_ds(ds)
     e = cfg.eval
     metric = f"hr@{e.ks[0]}"
-    table = read_partition(cfg.table("eval_metrics"), ds)
+    table = read_partition(cfg.table("eval_metrics"), ds).to_pandas()  # once: every lookup below filters it
     cand = metric_value(table, e.candidate_model, metric)
     base = metric_value(table, e.baseline_model, metric)
     if cand is None or base is None:

@@ -324,7 +324,8 @@ def eval_table(cfg: MerConfig, ds: str, split: str, catalog: Catalog) -> pa.Tabl
 
 
 def evaluate_split(cfg: MerConfig, ds: str, models: list[tuple[str, dict]], table: pa.Table, catalog: Catalog,
-                   corpus: np.ndarray, tiebreak: np.ndarray, full: bool) -> dict[str, ModelEval]:
+                   corpus: np.ndarray, tiebreak: np.ndarray, full: bool) -> tuple[dict[str, ModelEval], Batch]:
+    """Every model on one split's records; also the records' batch at the configured history length."""
     from model.train import load_model, model_dir
 
     batches: dict[int, Batch] = {}
@@ -355,7 +356,7 @@ def evaluate_split(cfg: MerConfig, ds: str, models: list[tuple[str, dict]], tabl
         log.info("evaluated %s", name)
     if full and "dcm" in results and "cr" in results:
         results["dcm+cr"] = combined(results["dcm"], results["cr"], cfg, batch_for(cfg.train.history_len))
-    return results
+    return results, batch_for(cfg.train.history_len)
 
 
 def best_baseline(results: dict[str, ModelEval], k: int, names: list[str]) -> str | None:
@@ -425,15 +426,15 @@ def run(cfg: MerConfig, ds: str) -> dict:
     prob = item_probabilities(cfg, ds, catalog)
     tiebreak = np.zeros(catalog.n_rows) if prob is None else prob  # baselines' ties: train popularity first
     k = cfg.eval.ks[0]
-    by_split, tables = {}, {}
+    by_split, tables, batches = {}, {}, {}
     for split in SPLITS:
         tables[split] = eval_table(cfg, ds, split, catalog)
         # The val day: the HR figures bless and the baseline choice need; the eval day: everything, once.
-        by_split[split] = evaluate_split(cfg, ds, models, tables[split], catalog, corpus, tiebreak,
+        by_split[split], batches[split] = evaluate_split(cfg, ds, models, tables[split], catalog, corpus, tiebreak,
                                          full=split == "eval")
     results = by_split["eval"]
     best = best_baseline(by_split["val"], k, cfg.eval.simple_baselines)
-    eb = make_batch(tables["eval"], catalog, cfg.train.history_len)
+    eb = batches["eval"]
     iv = intervals(results, eb.novel(), eb.segments, best, k, cfg.eval.seed, cfg.eval.bootstrap_samples)
 
     rows = [{"model": ev.model, "variant": ev.variant, "split": split, "metric": m, "segment": s, "value": float(v)}
