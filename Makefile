@@ -25,6 +25,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	@scripts/check_java.sh
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
 ui: $(STAMP)

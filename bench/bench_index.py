@@ -29,11 +29,12 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from index_builder import layout, sizing
-from index_builder.build import _build_shard_job, recall_at_k
-from index_builder.search import load_model_shards, search_shards
-from index_builder.shards import assign_shards
-from mer.config import MerConfig
+from mer.stages.index import layout, sizing
+from mer.stages.index.build import _build_shard_job, recall_at_k
+from mer.stages.index.search import load_model_shards, search_shards
+from mer.stages.index.shards import assign_shards
+from mer.base.config import MerConfig
+from mer.base.io import write_json_atomic
 
 
 def clustered(n: int, dim: int, centres: int, seed: int) -> np.ndarray:
@@ -49,7 +50,7 @@ def tower_output(folder: Path) -> tuple[np.ndarray, np.ndarray]:
     """(item ids, [n, d] float32) of one item_embeddings partition (one model version)."""
     import pyarrow.dataset as pads
 
-    from index_builder.shards import embeddings_to_numpy
+    from mer.stages.index.shards import embeddings_to_numpy
 
     table = pads.dataset(str(folder), format="parquet").to_table(columns=["item_id", "embedding"])
     return table.column("item_id").to_numpy().astype(np.int64), embeddings_to_numpy(table)
@@ -109,7 +110,7 @@ def main() -> None:
             metas = list(pool.map(_build_shard_job, jobs))
         build_s = time.perf_counter() - t
         print(f"build: {build_s:.1f}s {[(m['key'], m['params'], m['recall_heldout']) for m in metas]}", flush=True)
-        layout.atomic_write_json(folder / "index.json", {"shards": ic.shards})
+        write_json_atomic(folder / "index.json", {"shards": ic.shards})
         _, shards = load_model_shards(folder)
         _, found = search_shards(shards, test_q, args.k)
         rec = recall_at_k(found, exact_ids)

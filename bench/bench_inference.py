@@ -1,4 +1,4 @@
-"""Bulk item-tower inference on Spark (``spark_jobs.item_inference.run``) vs a raw torch loop.
+"""Bulk item-tower inference on Spark (``mer.stages.spark_jobs.item_inference.run``) vs a raw torch loop.
 
 Both encode the same items with the same towers in the same process and run:
 
@@ -18,9 +18,9 @@ items per CPU second: Spark = Python workers' CPU (each task reports its own) + 
 from the start of ``run`` to its first check after the job; anchor = this process's CPU over the loop. The first Spark run also starts the Python workers (torch import, model
 load) and is reported on its own as ``*_cold``. Target: Spark >= 0.8x the anchor.
 
-Tower (``--tower``): ``real`` (default) = model.serving's item tower (model/item_tower.py, the
+Tower (``--tower``): ``real`` (default) = mer.stages.model.serving's item tower (mer/stages/model/item_tower.py, the
 ``cpu`` preset of the configured TowerConfig) with seeded random weights, saved for dcm and cr
-the way model.train.save_artifacts saves a trained model; ``mlp`` = the generated seeded MLP
+the way mer.stages.model.train.save_artifacts saves a trained model; ``mlp`` = the generated seeded MLP
 32 -> 512 -> 64 of tests/item_tower_fixture.py (the tower of the first measurement).
 ``--spark-io`` also times the DataFrame path (spark.read.parquet -> mapInArrow -> write.parquet)
 with the same encoders once, for comparison.
@@ -50,11 +50,11 @@ N_TOPICS = 16  # tests/item_tower_fixture.write_item_features draws topic ids 0.
 
 
 def make_real_models(cfg) -> dict:
-    """dcm + cr two-towers with seeded random weights, written by model.train.save_artifacts."""
+    """dcm + cr two-towers with seeded random weights, written by mer.stages.model.train.save_artifacts."""
     import torch
 
-    import model.train as train
-    from model.zoo import TwoTower, tower_config
+    import mer.stages.model.train as train
+    from mer.stages.model.zoo import TwoTower, tower_config
 
     def no_export(*_a, **_k):  # the user-tower export is not what this bench measures (and costs minutes)
         raise RuntimeError("skipped by bench_inference")
@@ -72,7 +72,7 @@ def anchor_forwards(cfg, tower: str, items: int, batch: int):
     """(encoder, step) per served model: step(encoder, start) = the tower's forward over one batch of pre-built tensors."""
     import torch
 
-    from mer.tables import read_partition
+    from mer.base.io import read_partition
 
     feats = read_partition(cfg.raw_table("item_features"), DS)
     if tower == "mlp":
@@ -87,8 +87,8 @@ def anchor_forwards(cfg, tower: str, items: int, batch: int):
 
         return [(e, mlp_step) for e in encs]
 
-    from model.data import ITEM_INPUTS, item_arrays
-    from model.serving import SERVED_MODELS, load_item_encoder, model_dir
+    from mer.stages.model.data import ITEM_INPUTS, item_arrays
+    from mer.stages.model.serving import SERVED_MODELS, load_item_encoder, model_dir
 
     encs = [load_item_encoder(model_dir(cfg, DS, m)) for m in SERVED_MODELS]
     c = encs[0].c
@@ -135,10 +135,10 @@ def jvm_cpu_seconds(spark) -> float:
 
 def spark_io_items_per_s(cfg, spark, module: str, models: dict) -> float:
     """The DataFrame path, for comparison: JVM Parquet read -> mapInArrow (same encoders) -> JVM Parquet write."""
-    from mer.contract import ITEM_FEATURES
-    from mer.tables import partition_dir
+    from mer.base.contract import ITEM_FEATURES
+    from mer.base.io import partition_dir
     from pyspark.sql.pandas.types import from_arrow_schema
-    from spark_jobs.item_inference import encode_catalog
+    from mer.stages.spark_jobs.item_inference import encode_catalog
 
     path = str(partition_dir(cfg.raw_table("item_features"), DS))
     items = spark.read.schema(from_arrow_schema(ITEM_FEATURES)).parquet(path)
@@ -158,7 +158,7 @@ def main() -> None:
     ap.add_argument("--spark-io", action="store_true")
     args = ap.parse_args()
 
-    from mer.config import MerConfig
+    from mer.base.config import MerConfig
     from tests import item_tower_fixture as fx
 
     if args.tower == "mlp":
@@ -166,7 +166,7 @@ def main() -> None:
         tower = "generated seeded MLP 32->512->64 (tests/item_tower_fixture.py)"
     else:
         os.environ.pop("MER_SERVING_MODULE", None)
-        tower = "model.serving item tower (model/item_tower.py, cpu preset), random weights"
+        tower = "mer.stages.model.serving item tower (mer/stages/model/item_tower.py, cpu preset), random weights"
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = MerConfig(root=Path(tmp) / "var")
@@ -176,8 +176,8 @@ def main() -> None:
             make_real_models(cfg)
         fx.write_item_features(cfg, DS, n=args.items, in_dim=IN_DIM, null_every=0)
 
-        from spark_jobs.item_inference import run
-        from spark_jobs.session import get_spark
+        from mer.stages.spark_jobs.item_inference import run
+        from mer.stages.spark_jobs.session import get_spark
 
         spark = get_spark(cfg)
         spark.range(1).count()  # JVM start is not inference time
@@ -185,7 +185,7 @@ def main() -> None:
         n_models = len(forwards)
         spark_rates, stage_s, raw_rates, anchors, summary = [], [], [], [], {}
         spark_cpu_rates, raw_cpu_rates = [], []
-        import spark_jobs.item_inference as inference
+        import mer.stages.spark_jobs.item_inference as inference
 
         jvm_at_checks = []
         eager = inference.eager_max_abs_diff
@@ -212,7 +212,7 @@ def main() -> None:
             raw_cpu_rates.append(max(intra_cpu, inter_cpu))
         spark_io = None
         if args.spark_io:
-            from index_builder import towers
+            from mer.stages.index import towers
 
             module = towers.serving_module_name()
             srv = towers.serving(module)

@@ -30,15 +30,15 @@ MOVIELENS = REPO.parent / "shared" / "datasets" / "movielens-latest-small"
 
 def prepare(data: str, root: Path) -> None:
     """Raw input under root/raw: generated, ingested, or copied from a root that follows the contract."""
-    from mer.config import MerConfig
+    from mer.base.config import MerConfig
 
     cfg = MerConfig(root=root)
     if data == "synthetic":
-        from mer.datagen.synthetic import generate
+        from mer.stages.datagen.synthetic import generate
 
         generate(cfg)
     elif data == "movielens":
-        from mer.datagen.movielens import ingest
+        from mer.stages.datagen.movielens import ingest
 
         if not MOVIELENS.is_dir():
             sys.exit(f"bench_quality: {MOVIELENS} is absent")
@@ -61,9 +61,9 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=0)
     args = ap.parse_args()
 
-    from mer.config import MerConfig
-    from model import compare, tune
-    from spark_jobs import training_data, validate_raw
+    from mer.base.config import MerConfig
+    from mer.stages.model import compare, tune
+    from mer.stages.spark_jobs import training_data, validate_raw
 
     root = args.root or Path(tempfile.mkdtemp(prefix="mer-quality-"))
     cfg = MerConfig(root=root)

@@ -113,9 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     root.mkdir(parents=True)
     configure(root, args)
 
-    from mer.config import load_config
-    from mer.local_s3 import local_s3
-    from mer.pipeline import run_stage, stage_function
+    from mer.base.config import load_config
+    from mer.app.local_s3 import local_s3
+    from mer.app.pipeline import run_stage, stage_function
 
     import logging
 
@@ -140,15 +140,15 @@ def main(argv: list[str] | None = None) -> int:
               f"  {n if n is not None else '':>12} {unit:<10} {row['rows_per_s'] or '':>10}/s", flush=True)
         return out
 
-    from mer.datagen.synthetic import generate
+    from mer.stages.datagen.synthetic import generate
 
     gen = stage("generate", lambda c, _ds: generate(c, large=True), count=lambda o: o["rows"]["engagement_log"],
                 unit="events")
     events = gen["rows"]["engagement_log"]
     raw_rows = sum(gen["rows"].values())
-    stage("validate_raw", stage_function("spark_jobs.validate_raw:run"), count=lambda o: raw_rows, unit="raw rows")
-    stage("gate_raw", stage_function("mer.quality.gates:run"), "raw", count=lambda o: raw_rows, unit="raw rows")
-    stage("training_data", stage_function("spark_jobs.training_data:run"), count=lambda o: events, unit="events")
+    stage("validate_raw", stage_function("mer.stages.spark_jobs.validate_raw:run"), count=lambda o: raw_rows, unit="raw rows")
+    stage("gate_raw", stage_function("mer.stages.quality.gates:run"), "raw", count=lambda o: raw_rows, unit="raw rows")
+    stage("training_data", stage_function("mer.stages.spark_jobs.training_data:run"), count=lambda o: events, unit="events")
 
     import pyarrow.dataset as pads
 
@@ -157,10 +157,10 @@ def main(argv: list[str] | None = None) -> int:
 
     n_examples = table_rows("training_examples")
     n_triples = table_rows("cr_triples")
-    stage("gate_training", stage_function("mer.quality.gates:run"), "training", count=lambda o: n_examples,
+    stage("gate_training", stage_function("mer.stages.quality.gates:run"), "training", count=lambda o: n_examples,
           unit="examples")
 
-    train = stage_function("model.train:run")
+    train = stage_function("mer.stages.model.train:run")
 
     def capped(steps: int):
         c = load_config()
@@ -171,14 +171,14 @@ def main(argv: list[str] | None = None) -> int:
           unit="examples")
     stage("train_single", train, "single", cfg_=capped(args.single_steps), count=lambda o: o["train_examples_seen"],
           unit="examples")
-    stage("evaluate", stage_function("model.evaluate:run"), count=lambda o: o["records"], unit="eval recs")
-    inf = stage("item_inference", stage_function("spark_jobs.item_inference:run"),
+    stage("evaluate", stage_function("mer.stages.model.evaluate:run"), count=lambda o: o["records"], unit="eval recs")
+    inf = stage("item_inference", stage_function("mer.stages.spark_jobs.item_inference:run"),
                 count=lambda o: sum(o["rows"].values()), unit="item embs")
-    stage("build_index", stage_function("index_builder.build:run"),
+    stage("build_index", stage_function("mer.stages.index.build:run"),
           count=lambda o: sum(m["n_items"] for m in o.values()), unit="vectors")
-    stage("recall_gate", stage_function("index_builder.recall:run"), count=None)
+    stage("recall_gate", stage_function("mer.stages.index.recall:run"), count=None)
     with local_s3(cfg.publish.bucket, mirror=None):
-        stage("publish", stage_function("index_builder.publish:run"), "scale__1",
+        stage("publish", stage_function("mer.stages.index.publish:run"), "scale__1",
               count=lambda o: o.get("bytes"), unit="bytes")
     mem.stop()
     total = time.perf_counter() - t_all
@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     ev = results["evaluate"].get("metrics", {})
     idx = results["build_index"]
     rec = results["recall_gate"]
-    from index_builder import layout
+    from mer.stages.index import layout
 
     shard_meta = {m: {k: {"key": v.get("key"), "n": v.get("n"), "params": v.get("params"), "build_s": v.get("build_seconds"),
                           "bytes": (layout.model_index_dir(cfg, DS, m) / v["index_file"]).stat().st_size}

@@ -16,10 +16,10 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from mer.config import MerConfig
-from model.export import example_inputs
-from model.train import train_step
-from model.zoo import TwoTower, tower_config
+from mer.base.config import MerConfig
+from mer.stages.model.export import example_inputs
+from mer.stages.model.train import train_step
+from mer.stages.model.zoo import TwoTower, tower_config
 
 MODELS = [("single", None), ("dcm", None), ("mind", None), ("sa", None), ("token", None), ("cr", "source")]
 

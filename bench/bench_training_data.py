@@ -7,7 +7,7 @@ source_interest_log (one row per served (request, item)) and an item_features sn
 them as the validated logs the build reads, then times in one process:
 
 1. plain join: engagement_log JOIN source_interest_log ON (request_id, item_id) -> Parquet;
-2. the project's build (``spark_jobs.training_data.build``): cr_triples, training_examples with
+2. the project's build (``mer.stages.spark_jobs.training_data.build``): cr_triples, training_examples with
    histories, item_frequency, eval_corpus -> Parquet.
 
 Prints events/s for both and their ratio (target: build <= 3x the plain join), then one JSON line.
@@ -85,10 +85,10 @@ def main() -> None:
     ap.add_argument("--root", type=Path, default=None, help="data folder (default: a temporary one, removed)")
     args = ap.parse_args()
 
-    from mer.config import MerConfig
-    from spark_jobs import training_data
-    from spark_jobs.session import get_spark
-    from spark_jobs.warehouse import read_table, write_table
+    from mer.base.config import MerConfig
+    from mer.stages.spark_jobs import training_data
+    from mer.stages.spark_jobs.session import get_spark
+    from mer.stages.spark_jobs.warehouse import read_table, write_table
 
     root = args.root or Path(tempfile.mkdtemp(prefix="mer-bench-"))
     cfg = MerConfig(root=root)

@@ -1,7 +1,7 @@
 """mer_daily: yesterday's logs -> validated training data -> blessed towers -> published index.
 
 This file only wires tasks. Each task calls the stage function the CLI calls (one hop: the
-``mer.cli`` command of the same name), keyed on the run's logical date ``ds``; heavy
+``mer.app.cli`` command of the same name), keyed on the run's logical date ``ds``; heavy
 libraries (pyspark, torch, faiss) are imported inside the stages when a task runs.
 
 Knobs: DAG params below (None = keep the MER_* environment / config file value); catch-up
@@ -15,11 +15,18 @@ import os
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import Asset, CronDataIntervalTimetable, Param, dag, get_current_context, task
+from airflow.sdk import (
+    Asset,
+    CronDataIntervalTimetable,
+    Param,
+    dag,
+    get_current_context,
+    task,
+)
 
-from mer.config import REPO_ROOT, load_config
-from mer.pipeline import SPARK_JOBS, airflow_stage
-from mer.raw_sensor import RawPartitionsSensor
+from mer.app.pipeline import SPARK_JOBS, airflow_stage
+from mer.app.raw_sensor import RawPartitionsSensor
+from mer.base.config import REPO_ROOT, load_config
 
 _cfg = load_config()
 SPARK_CONN = os.environ.get("MER_SPARK_CONN", "").strip()
@@ -27,7 +34,7 @@ CATCHUP = os.environ.get("MER_CATCHUP", "false").lower() in ("1", "true", "yes")
 START = pendulum.parse(os.environ.get("MER_START_DATE", _cfg.generate.start_ds().isoformat()), tz="UTC")
 RAW_WAIT_S = float(os.environ.get("MER_RAW_WAIT_TIMEOUT_S", 6 * 3600))
 RETRY_DELAY_S = float(os.environ.get("MER_RETRY_DELAY_S", 60))
-SUBMIT_APP = REPO_ROOT / "spark_jobs" / "submit.py"
+SUBMIT_APP = REPO_ROOT / "mer" / "app" / "spark_submit.py"
 VALIDATED_TABLES = ("quarantine", "clean_engagement_log", "clean_source_interest_log")
 TRAINING_TABLES = ("cr_triples", "training_examples", "item_frequency", "eval_corpus", "item_neighbors")
 # Fitted every run (seconds each): bless compares the candidate with the strongest of them; `inverted` is the
@@ -95,7 +102,7 @@ def mer_daily():
     @task
     def generate_if_absent() -> dict:
         """Synthetic logs for the window when the run asks for them and raw input is missing."""
-        from mer.pipeline import config_for, missing_raw, run_stage, window
+        from mer.app.pipeline import config_for, missing_raw, run_stage, window
 
         ctx = get_current_context()
         cfg = config_for(dict(ctx["params"]))
@@ -104,7 +111,7 @@ def mer_daily():
             return {"generated": False, "missing": len(missing)}
         days = window(cfg, ctx["ds"])
         cfg.generate = cfg.generate.model_copy(update={"end_ds": pendulum.parse(ctx["ds"]).date(), "days": len(days)})
-        from mer.datagen.synthetic import generate
+        from mer.stages.datagen.synthetic import generate
 
         return {"generated": True, **run_stage(cfg, ctx["ds"], "generate", lambda c, _ds: generate(c))}
 
@@ -113,12 +120,14 @@ def mer_daily():
     )
 
     if SPARK_CONN:
-        from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+        from airflow.providers.apache.spark.operators.spark_submit import (
+            SparkSubmitOperator,
+        )
 
         @task
         def package_code() -> str:
             """Zip the project's packages for --py-files: executors import the same stage code."""
-            from spark_jobs.submit import package_code
+            from mer.app.spark_submit import package_code
 
             return str(package_code(load_config().root / "dist"))
 
@@ -158,16 +167,16 @@ def mer_daily():
 
     @task
     def quality_gate(stage: str) -> dict:
-        return _stage("mer.quality.gates:run", stage)
+        return _stage("mer.stages.quality.gates:run", stage)
 
     @task
     def train(model: str, variant: str | None = None) -> dict:
-        return _stage("model.train:run", model, variant)
+        return _stage("mer.stages.model.train:run", model, variant)
 
     @task(map_index_template="{{ baseline }}")
     def fit_baseline(model: str) -> dict:
         get_current_context()["baseline"] = model  # the mapped task is named by its model in the UI
-        return _stage("model.train:run", model)
+        return _stage("mer.stages.model.train:run", model)
 
     @task
     def extra_baselines() -> list[str]:
@@ -176,38 +185,38 @@ def mer_daily():
     @task(trigger_rule="none_failed", outlets=[_table("eval_metrics")])
     def evaluate() -> dict:
         # none_failed: an empty extra_baselines mapping is skipped, not failed.
-        return _stage("model.evaluate:run")
+        return _stage("mer.stages.model.evaluate:run")
 
     @task.short_circuit(ignore_downstream_trigger_rules=False)
     def bless() -> bool:
         """Not blessed: everything up to publish is skipped, LATEST stays; the report still runs."""
-        result = _stage("model.bless:run")
+        result = _stage("mer.stages.model.bless:run")
         verdict = "blessed" if result.get("blessed") else "NOT blessed"
         print(f"model {verdict}: {result.get('reason', '')}")
         return bool(result.get("blessed"))
 
     @task
     def shard_numbers() -> list[int]:
-        from mer.pipeline import config_for
+        from mer.app.pipeline import config_for
 
         return list(range(config_for(dict(get_current_context()["params"])).index.shards))
 
     @task
     def build_shard(shard: int) -> dict:
-        return _stage("index_builder.build:run", shard)
+        return _stage("mer.stages.index.build:run", shard)
 
     @task
     def recall_gate() -> dict:
-        return _stage("index_builder.recall:run")
+        return _stage("mer.stages.index.recall:run")
 
     @task(outlets=[PUBLISHED_INDEX], retries=4)
     def publish() -> dict:
-        return _stage("index_builder.publish:run", get_current_context()["run_id"])
+        return _stage("mer.stages.index.publish:run", get_current_context()["run_id"])
 
     @task(trigger_rule="none_failed")
     def report() -> dict:
         # none_failed: also renders when bless skipped publishing, and says why.
-        return _stage("mer.report.render:run")
+        return _stage("mer.app.report.render:run")
 
     gate_raw = quality_gate.override(task_id="gate_raw")("raw")
     gate_training = quality_gate.override(task_id="gate_training")("training")

@@ -23,7 +23,7 @@ mkdir -p "$AIRFLOW_HOME"
 S3_PID=""
 if [ -z "${AWS_ENDPOINT_URL:-}" ]; then
   PORT="${MER_LOCAL_S3_PORT:-9400}"
-  "$BIN/python" -m mer.local_s3 --port "$PORT" &
+  "$BIN/python" -m mer.app.local_s3 --port "$PORT" &
   S3_PID=$!
   export AWS_ENDPOINT_URL="http://127.0.0.1:$PORT" AWS_ACCESS_KEY_ID=mer-local AWS_SECRET_ACCESS_KEY="$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')" AWS_DEFAULT_REGION=us-east-1
 fi

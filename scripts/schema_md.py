@@ -1,4 +1,4 @@
-"""Print the README's table-schema section from mer/contract.py (the single source of truth).
+"""Print the README's table-schema section from mer/base/contract.py (the single source of truth).
 
     .venv/bin/python scripts/schema_md.py   # paste between the schema markers in README.md
 """
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from mer.contract import DERIVED_TABLES, RAW_TABLES
+from mer.base.contract import DERIVED_TABLES, RAW_TABLES
 
 
 def table_md(name: str, schema: pa.Schema) -> str:

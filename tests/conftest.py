@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from mer.config import MerConfig
+from mer.base.config import MerConfig
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 MOVIELENS = SHARED / "datasets" / "movielens-latest-small"
@@ -19,7 +19,7 @@ def cfg(tmp_path: Path) -> MerConfig:
 
 @pytest.fixture(scope="session")
 def spark(tmp_path_factory):
-    from spark_jobs.session import get_spark
+    from mer.stages.spark_jobs.session import get_spark
 
     root = tmp_path_factory.mktemp("spark")
     session = get_spark(MerConfig(root=root), app_name="mer-tests")

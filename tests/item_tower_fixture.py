@@ -1,4 +1,4 @@
-"""A tiny seeded stand-in for ``model.serving`` (same interface) and tiny raw inputs.
+"""A tiny seeded stand-in for ``mer.stages.model.serving`` (same interface) and tiny raw inputs.
 
 Used through ``MER_SERVING_MODULE=tests.item_tower_fixture`` by the inference, index,
 publish and reader tests, so they run without training a model.
@@ -12,9 +12,9 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from mer.config import MerConfig
-from mer.contract import ITEM_FEATURES
-from mer.tables import write_partition
+from mer.base.config import MerConfig
+from mer.base.contract import ITEM_FEATURES
+from mer.base.io import write_partition
 
 SERVED_MODELS = ("dcm", "cr")
 K = {"dcm": 3, "cr": 2}
@@ -147,8 +147,8 @@ def clustered_vectors(n: int, dim: int, seed: int = 3, clusters: int = 32) -> np
 
 def write_item_embeddings(cfg: MerConfig, ds: str, n: int = 3000, dim: int = 16, seed: int = 3) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """item_embeddings for both fixture models (as `mer infer` would leave them), without Spark."""
-    from index_builder.layout import atomic_write_json
-    from mer.contract import ITEM_EMBEDDINGS
+    from mer.base.contract import ITEM_EMBEDDINGS
+    from mer.base.io import write_json_atomic
 
     make_models(cfg, ds, dim=dim)
     ids = np.arange(10_000, 10_000 + n, dtype=np.int64) * 7  # not 0..n-1: ids must be kept, not positions
@@ -160,7 +160,7 @@ def write_item_embeddings(cfg: MerConfig, ds: str, n: int = 3000, dim: int = 16,
         tables.append(pa.table({"model_version": [version] * n, "item_id": ids, "embedding": emb}, schema=ITEM_EMBEDDINGS))
         out[name] = (ids, vec)
     write_partition(cfg.table("item_embeddings"), ds, pa.concat_tables(tables))
-    atomic_write_json(cfg.run_dir(ds) / "item_inference.json", {"versions": {m: f"{m}-{ds}-fx" for m in SERVED_MODELS}})
+    write_json_atomic(cfg.run_dir(ds) / "item_inference.json", {"versions": {m: f"{m}-{ds}-fx" for m in SERVED_MODELS}})
     return out
 
 
@@ -168,7 +168,7 @@ def prepared_run(cfg: MerConfig, ds: str, n: int = 600, dim: int = 16, bucket: s
     """Index shards + recall report for ``ds`` (what build-index and recall-gate leave), ready to publish."""
     import uuid
 
-    from index_builder import build, recall
+    from mer.stages.index import build, recall
 
     write_item_embeddings(cfg, ds, n=n, dim=dim)
     cfg.index = cfg.index.model_copy(update=dict(shards=2, index_key="Flat", recall_k=10, recall_queries=40, build_workers=1))

@@ -13,8 +13,8 @@ from datetime import datetime, timedelta
 import numpy as np
 import pyarrow as pa
 
-from mer.config import MerConfig
-from mer.contract import (
+from mer.base.config import MerConfig
+from mer.base.contract import (
     EVAL_CORPUS,
     ITEM_FEATURES,
     ITEM_FREQUENCY,
@@ -22,7 +22,7 @@ from mer.contract import (
     TRAINING_EXAMPLES,
     USER_FOLLOWS,
 )
-from mer.tables import write_partition
+from mer.base.io import write_partition
 
 DS = "2026-01-15"
 

@@ -8,8 +8,8 @@ import numpy as np
 
 from tests import item_tower_fixture as _fx
 from tests.item_tower_fixture import (  # noqa: F401 (the serving interface)
-    K,
     SERVED_MODELS,
+    K,
     make_models,
     model_dir,
     user_embeddings,

@@ -11,9 +11,15 @@ from datetime import datetime
 import pyarrow as pa
 import pytest
 
-from mer.config import MerConfig
-from mer.contract import ENGAGEMENT_LOG, ITEM_FEATURES, SOURCE_INTEREST_LOG, TOPICS, USER_FOLLOWS
-from mer.tables import write_partition
+from mer.base.config import MerConfig
+from mer.base.contract import (
+    ENGAGEMENT_LOG,
+    ITEM_FEATURES,
+    SOURCE_INTEREST_LOG,
+    TOPICS,
+    USER_FOLLOWS,
+)
+from mer.base.io import write_partition
 
 DS = "2026-01-15"
 DAYS = ("2026-01-12", "2026-01-13", "2026-01-14", "2026-01-15")
@@ -136,7 +142,7 @@ def small_cfg(cfg: MerConfig, **build) -> MerConfig:
 @pytest.fixture(scope="session")
 def built_small(spark, tmp_path_factory) -> tuple[MerConfig, dict]:
     """The fixture dataset validated and built once per test run (read-only for its users)."""
-    from spark_jobs import training_data, validate_raw
+    from mer.stages.spark_jobs import training_data, validate_raw
 
     cfg = small_cfg(MerConfig(root=tmp_path_factory.mktemp("built") / "var"))
     write_raw(cfg)

@@ -1,6 +1,6 @@
 """A backfill over 3 dates through REAL Airflow components: ``airflow backfill create`` against a
 running scheduler (LocalExecutor), dag-processor and execution API server, on a temporary
-AIRFLOW_HOME (SQLite), publishing to a local S3 endpoint (``python -m mer.local_s3``).
+AIRFLOW_HOME (SQLite), publishing to a local S3 endpoint (``python -m mer.app.local_s3``).
 
 Unlike tests/test_demo_e2e.py (``dag.test()`` in one process), every task here runs the way it
 does in production: parsed from the serialized DAG, launched by the executor in its own process,
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from mer.config import REPO_ROOT
+from mer.base.config import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -241,7 +241,7 @@ def backfilled(tmp_path_factory):
     )
     started = time.monotonic()
     gen = subprocess.run(
-        [sys.executable, "-c", "from mer.config import load_config; from mer.datagen.synthetic import generate; "
+        [sys.executable, "-c", "from mer.base.config import load_config; from mer.stages.datagen.synthetic import generate; "
                                "generate(load_config())"],
         env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
     )
@@ -250,7 +250,7 @@ def backfilled(tmp_path_factory):
 
     stack = Stack(env, logs)
     try:
-        s3 = stack.start("s3", [sys.executable, "-m", "mer.local_s3", "--port", str(s3_port)])
+        s3 = stack.start("s3", [sys.executable, "-m", "mer.app.local_s3", "--port", str(s3_port)])
         api = stack.start("api-server", [*AIRFLOW, "api-server", "--apps", "execution", "-H", "127.0.0.1",
                                          "-p", str(api_port)])
         stack.start("dag-processor", [*AIRFLOW, "dag-processor"])

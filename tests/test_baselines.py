@@ -1,4 +1,4 @@
-"""Non-neural baselines (model/baselines.py) and the item_neighbors Spark job, on hand-built data whose
+"""Non-neural baselines (mer/stages/model/baselines.py) and the item_neighbors Spark job, on hand-built data whose
 every answer is worked out in the comments."""
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from mer.contract import DERIVED_TABLES, ITEM_FEATURES, ITEM_NEIGHBORS, TOPICS
-from mer.tables import read_partition, write_partition
-from model.baselines import (
+from mer.base.contract import DERIVED_TABLES, ITEM_FEATURES, ITEM_NEIGHBORS, TOPICS
+from mer.base.io import read_partition, write_partition
+from mer.stages.model.baselines import (
     InvertedIndex,
     ItemKNN,
     Popularity,
@@ -25,7 +25,7 @@ from model.baselines import (
     ranks_from_scores,
     top_lists,
 )
-from model.data import build_catalog
+from mer.stages.model.data import build_catalog
 from tests.raw_fixture import DS, built_small  # noqa: F401 (fixture)
 
 R6 = math.sqrt(6)
@@ -78,7 +78,7 @@ def examples_frame(spark, log):
 
 @pytest.mark.spark
 def test_item_neighbors_known_answers(spark):
-    from spark_jobs.item_neighbors import item_neighbors
+    from mer.stages.spark_jobs.item_neighbors import item_neighbors
 
     out = item_neighbors(examples_frame(spark, LOG), top_m=3, max_items_per_user=3).toArrow()
     assert out.schema.names == ITEM_NEIGHBORS.names
@@ -240,7 +240,7 @@ def test_pretrained_mean_and_max():
 
 
 def test_pretrained_max_blocks_many_records(monkeypatch):
-    import model.baselines as mb
+    import mer.stages.model.baselines as mb
 
     monkeypatch.setattr(mb, "PAIR_BLOCK", 3)  # several matmul blocks, record boundaries respected
     cat = catalog()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from mer.config import REPO_ROOT
+from mer.base.config import REPO_ROOT
 
 DAGS = REPO_ROOT / "dags"
 
@@ -156,7 +156,7 @@ def test_spark_connection_switches_spark_stages_to_spark_submit(tmp_path):
 
 WIRING_RUN = r"""
 import json, sys
-from mer.demo import migrate_db, run_dag
+from mer.app.demo import migrate_db, run_dag
 migrate_db()
 states = run_dag(sys.argv[1], json.loads(sys.argv[2]), mark_success_pattern=sys.argv[3])
 print("@@" + json.dumps(states))
@@ -177,7 +177,7 @@ def test_dag_test_runs_the_wiring_with_mapped_shards_and_a_report(tmp_path):
     assert {states[f"build_shard.{i}"] for i in range(3)} == {"success"}
     assert "build_shard.3" not in states
     assert states["train_baselines"] == "skipped"  # no extra baselines asked for
-    from mer.config import MerConfig
+    from mer.base.config import MerConfig
 
     n_simple = len(MerConfig().eval.simple_baselines) + 1  # + the inverted index
     assert {states[f"train_simple_baselines.{i}"] for i in range(n_simple)} == {"success"}

@@ -10,7 +10,7 @@ import subprocess
 import pytest
 import yaml
 
-from mer.config import REPO_ROOT, MerConfig
+from mer.base.config import REPO_ROOT, MerConfig
 
 DOCKER = REPO_ROOT / "docker"
 COMPOSE = DOCKER / "docker-compose.yaml"

@@ -11,10 +11,10 @@ import zipfile
 import pyarrow as pa
 import pytest
 
-from mer.contract import RAW_TABLES
-from mer.errors import MerError
-from mer.pipeline import config_for, missing_raw, read_stages, run_stage, window
-from mer.tables import write_partition
+from mer.app.pipeline import config_for, missing_raw, read_stages, run_stage, window
+from mer.base.contract import RAW_TABLES
+from mer.base.errors import MerError
+from mer.base.io import write_partition
 
 
 def test_params_override_config_and_none_keeps_environment(monkeypatch, tmp_path):
@@ -59,19 +59,19 @@ def test_run_stage_records_success_and_failure(cfg):
 
 
 def test_code_zip_holds_the_packages(tmp_path):
-    from spark_jobs.submit import package_code
+    from mer.app.spark_submit import package_code
 
     path = package_code(tmp_path)
     names = set(zipfile.ZipFile(path).namelist())
-    assert {"mer/config.py", "mer/pipeline.py", "spark_jobs/session.py", "spark_jobs/submit.py"} <= names
+    assert {"mer/base/config.py", "mer/app/pipeline.py", "mer/stages/spark_jobs/session.py", "mer/app/spark_submit.py"} <= names
     assert not any("__pycache__" in n for n in names)
 
 
 def test_submit_entry_point_rejects_bad_input_with_a_message(tmp_path):
     env = {**os.environ, "MER_ROOT": str(tmp_path)}
-    proc = subprocess.run([sys.executable, "-m", "spark_jobs.submit", "validate_raw", "--ds", "../etc"],
+    proc = subprocess.run([sys.executable, "-m", "mer.app.spark_submit", "validate_raw", "--ds", "../etc"],
                           env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "invalid ds '../etc'" in proc.stderr
-    proc = subprocess.run([sys.executable, "-m", "spark_jobs.submit", "nope", "--ds", "2026-01-15"],
+    proc = subprocess.run([sys.executable, "-m", "mer.app.spark_submit", "nope", "--ds", "2026-01-15"],
                           env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "invalid choice" in proc.stderr

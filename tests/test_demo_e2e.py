@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from mer.config import REPO_ROOT
+from mer.base.config import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -50,9 +50,9 @@ TINY = {
 
 SCENARIO = r"""
 import json, shutil, sys
-from mer.config import load_config
-from mer.datagen.synthetic import generate
-from mer.demo import run
+from mer.base.config import load_config
+from mer.stages.datagen.synthetic import generate
+from mer.app.demo import run
 
 D, days = sys.argv[1], sys.argv[2].split(",")
 cfg = load_config()
@@ -147,7 +147,7 @@ def test_mer_query_after_the_demo_answers_from_the_local_mirror(e2e):
     user = int(pq.read_table(mirror / latest["ds"] / latest["run_id"] / "users" / "dcm.parquet").column("user_id")[0].as_py())
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "MER_", "AWS_"))}
     env.update(TINY, MER_ROOT=str(root))
-    proc = subprocess.run([sys.executable, "-m", "mer.cli", "query", "--user", str(user), "--k", "5"], env=env,
+    proc = subprocess.run([sys.executable, "-m", "mer.app.cli", "query", "--user", str(user), "--k", "5"], env=env,
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "local S3 endpoint over" in proc.stderr

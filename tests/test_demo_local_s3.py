@@ -6,9 +6,9 @@ import os
 
 import boto3
 
-from mer.demo import airflow_env, failure_message
-from mer.local_s3 import local_s3
-from mer.pipeline import record_stage
+from mer.app.demo import airflow_env, failure_message
+from mer.app.local_s3 import local_s3
+from mer.app.pipeline import record_stage
 
 
 def test_endpoint_env_is_scoped_and_bucket_survives_restarts(tmp_path, monkeypatch):

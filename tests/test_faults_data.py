@@ -25,8 +25,8 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from mer.errors import ContractError, DataQualityError, MerError
-from mer.tables import read_partition, write_partition
+from mer.base.errors import ContractError, DataQualityError, MerError
+from mer.base.io import read_partition, write_partition
 from tests import item_tower_fixture as fx
 from tests.raw_fixture import (  # noqa: F401 (built_small is a fixture)
     DS,
@@ -52,7 +52,7 @@ def _validation(cfg, ds=DS) -> dict:
 
 def _rerun_clean_passes(cfg) -> dict:
     """The fault removed (the raw input re-landed clean): validation passes with nothing quarantined."""
-    from spark_jobs.validate_raw import run
+    from mer.stages.spark_jobs.validate_raw import run
 
     write_raw(cfg)
     summary = run(cfg, DS)
@@ -65,7 +65,7 @@ def _rerun_clean_passes(cfg) -> dict:
 # ---------------------------------------------------------------- bad rows
 @pytest.mark.spark
 def test_fault_null_ids(cfg, spark):
-    from spark_jobs.validate_raw import run
+    from mer.stages.spark_jobs.validate_raw import run
 
     cfg = small_cfg(cfg)  # max_bad_fraction 0.05
     nulls = [
@@ -95,7 +95,7 @@ def test_fault_null_ids(cfg, spark):
 
 @pytest.mark.spark
 def test_fault_duplicate_events(cfg, spark):
-    from spark_jobs.validate_raw import run
+    from mer.stages.spark_jobs.validate_raw import run
 
     cfg = small_cfg(cfg)
     dup_events = [EVENTS[1], EVENTS[5]]  # e02 and e06 logged twice
@@ -144,7 +144,7 @@ DRIFT = {
 @pytest.mark.spark
 @pytest.mark.parametrize("kind", sorted(DRIFT))
 def test_fault_schema_drift(cfg, spark, kind):
-    from spark_jobs.validate_raw import run
+    from mer.stages.spark_jobs.validate_raw import run
 
     cfg = small_cfg(cfg)
     write_raw(cfg)
@@ -160,7 +160,7 @@ def test_fault_schema_drift(cfg, spark, kind):
 
 @pytest.mark.spark
 def test_fault_empty_partition(cfg, spark):
-    from spark_jobs.validate_raw import run
+    from mer.stages.spark_jobs.validate_raw import run
 
     cfg = small_cfg(cfg)
     write_raw(cfg)
@@ -175,7 +175,7 @@ def test_fault_empty_partition(cfg, spark):
 
 @pytest.mark.spark
 def test_fault_corrupt_parquet_file(cfg, spark):
-    from spark_jobs.validate_raw import run
+    from mer.stages.spark_jobs.validate_raw import run
 
     cfg = small_cfg(cfg)
     write_raw(cfg)
@@ -187,7 +187,7 @@ def test_fault_corrupt_parquet_file(cfg, spark):
     # The same check guards every raw read (snapshots too).
     snap = next((cfg.raw_table("item_features") / "ds=2026-01-12").glob("*.parquet"))
     snap.write_bytes(b"PAR1 not really parquet")
-    from spark_jobs.warehouse import snapshot_partition
+    from mer.stages.spark_jobs.warehouse import snapshot_partition
 
     with pytest.raises(ContractError, match=rf"table item_features ds=2026-01-12: file {snap.name} is not a readable"):
         snapshot_partition(cfg, "item_features", DS)
@@ -198,8 +198,8 @@ def test_fault_corrupt_parquet_file(cfg, spark):
 # ---------------------------------------------------------------- late data: the raw sensor
 SENSOR = r"""
 import threading, time
-from mer.errors import MerError
-from mer.raw_sensor import RawPartitionsSensor
+from mer.base.errors import MerError
+from mer.app.raw_sensor import RawPartitionsSensor
 class TI:
     try_number = 1
     max_tries = 1
@@ -217,7 +217,7 @@ except MerError as e:
     print("@@", type(e).__name__, "|", isinstance(e, MerError), "|", len(pokes), "|", e)
 
 # The data lands while the sensor waits: it succeeds.
-from mer.pipeline import config_for
+from mer.app.pipeline import config_for
 from tests.raw_fixture import write_raw
 def land():
     time.sleep(0.4)
@@ -253,7 +253,7 @@ def test_fault_late_arriving_partition(tmp_path):
 # ---------------------------------------------------------------- NaN embeddings from the item tower
 @pytest.mark.spark
 def test_fault_nan_item_embeddings(cfg, spark, monkeypatch):
-    from spark_jobs.item_inference import run
+    from mer.stages.spark_jobs.item_inference import run
 
     fx.make_models(cfg, DS)
     cfg.train = cfg.train.model_copy(update={"embed_dim": 16})
@@ -279,7 +279,7 @@ def test_fault_nan_item_embeddings(cfg, spark, monkeypatch):
 @pytest.mark.spark
 def test_fault_join_rate_collapse(built_small, cfg):
     """request_id stops matching between the logs: no positive finds its source-interest row."""
-    from mer.quality.gates import run
+    from mer.stages.quality.gates import run
 
     good = read_partition(built_small[0].table("training_examples"), DS)
     i = good.schema.get_field_index("condition_id")

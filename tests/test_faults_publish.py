@@ -19,13 +19,13 @@ import json
 import pyarrow as pa
 import pytest
 
-from index_builder import build, layout, publish, recall
-from index_builder.publish import LATEST, MANIFEST, list_versions, read_latest
-from index_builder.reader import PublishedIndex
-from index_builder.storage import Store
-from mer.contract import EVAL_METRICS
-from mer.errors import GateError, StorageError
-from mer.tables import write_partition
+from mer.base.contract import EVAL_METRICS
+from mer.base.errors import GateError, StorageError
+from mer.base.io import write_partition
+from mer.stages.index import build, layout, publish, recall
+from mer.stages.index.publish import LATEST, MANIFEST, list_versions, read_latest
+from mer.stages.index.reader import PublishedIndex
+from mer.stages.index.storage import Store
 from tests import item_tower_fixture as fx
 
 DS = "2026-01-15"
@@ -51,7 +51,7 @@ def _eval_metrics(cfg, candidate: float, baseline: float) -> None:
 def test_fault_model_regression_vs_last_blessed(cfg, monkeypatch):
     """The candidate still beats the baseline but fell > bless_tolerance below the last blessed model:
     not blessed (the DAG short-circuits inference..publish, LATEST stays), the registry is untouched."""
-    from model import bless
+    from mer.stages.model import bless
 
     monkeypatch.delenv("MER_BLESS_FORCE_FAIL", raising=False)
     registry = cfg.artifacts_dir / "blessed.json"
@@ -148,9 +148,9 @@ def test_fault_s3_5xx_and_throttling_are_retried(run_cfg):
 # ---------------------------------------------------------------- killed mid-upload
 KILLED_PUBLISH = r"""
 import os, signal, sys
-from index_builder import publish
-from index_builder.storage import Store
-from mer.config import MerConfig
+from mer.stages.index import publish
+from mer.stages.index.storage import Store
+from mer.base.config import MerConfig
 
 cfg = MerConfig.model_validate_json(sys.argv[1])
 real, calls = Store.upload_file, []
@@ -174,7 +174,7 @@ def test_fault_killed_during_upload(run_cfg):
     import subprocess
     import sys
 
-    from mer.config import REPO_ROOT
+    from mer.base.config import REPO_ROOT
 
     cfg = run_cfg
     publish.run(cfg, DS, "good")

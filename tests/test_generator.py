@@ -8,11 +8,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from mer.config import MerConfig
-from mer.contract import RAW_TABLES, RETRIEVERS, SURFACES
-from mer.datagen.synthetic import generate
-from mer.errors import MerError
-from mer.tables import list_partitions, read_partition
+from mer.base.config import MerConfig
+from mer.base.contract import RAW_TABLES, RETRIEVERS, SURFACES
+from mer.base.errors import MerError
+from mer.base.io import list_partitions, read_partition
+from mer.stages.datagen.synthetic import generate
 
 SMALL = {"n_users": 300, "n_items": 1500}
 

@@ -6,10 +6,10 @@ import json
 import numpy as np
 import pytest
 
-from index_builder import build, layout, recall, sizing
-from index_builder.search import load_model_shards, search_shards
-from index_builder.shards import assign_shards, stable_hash
-from mer.errors import GateError, MerError
+from mer.base.errors import GateError, MerError
+from mer.stages.index import build, layout, recall, sizing
+from mer.stages.index.search import load_model_shards, search_shards
+from mer.stages.index.shards import assign_shards, stable_hash
 from tests import item_tower_fixture as fx
 
 DS = "2026-01-15"

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mer.errors import ContractError, MerError
-from mer.tables import read_partition
+from mer.base.errors import ContractError, MerError
+from mer.base.io import read_partition
 from tests import item_tower_fixture as fx
 
 DS = "2026-01-15"
@@ -13,7 +13,7 @@ pytestmark = pytest.mark.spark
 
 
 def test_inference_matches_eager_tower(cfg, spark, towers_env):
-    from spark_jobs.item_inference import run
+    from mer.stages.spark_jobs.item_inference import run
 
     fx.make_models(cfg, DS)
     cfg.train = cfg.train.model_copy(update={"embed_dim": 16})  # the fixture tower's dimension, checked by the gate
@@ -41,7 +41,7 @@ def test_inference_matches_eager_tower(cfg, spark, towers_env):
 
 
 def test_inference_without_snapshot_names_table(cfg, spark, towers_env):
-    from spark_jobs.item_inference import run
+    from mer.stages.spark_jobs.item_inference import run
 
     fx.make_models(cfg, DS)
     with pytest.raises(ContractError, match="item_features"):
@@ -49,7 +49,7 @@ def test_inference_without_snapshot_names_table(cfg, spark, towers_env):
 
 
 def test_inference_without_models_is_clear(cfg, towers_env):
-    from spark_jobs.item_inference import run
+    from mer.stages.spark_jobs.item_inference import run
 
     with pytest.raises(MerError, match="no served model"):
         run(cfg, DS)

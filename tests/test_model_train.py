@@ -8,15 +8,15 @@ import pandas as pd
 import pytest
 import torch
 
-from mer.config import MerConfig
-from mer.errors import ContractError, MerError
-from mer.tables import latest_partition, read_partition
+from mer.base.config import MerConfig
+from mer.base.errors import ContractError, MerError
+from mer.base.io import latest_partition, read_partition
 from tests.model_fixture import DS, build, small_cfg
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from model import train
+    from mer.stages.model import train
 
     cfg = small_cfg(MerConfig(root=tmp_path_factory.mktemp("model") / "var"))
     cfg.train = cfg.train.model_copy(update={"epochs": 3})
@@ -40,7 +40,7 @@ def test_dcm_training_lowers_the_loss_and_writes_artifacts(trained):
 
 
 def _eval_inputs(cfg, net):
-    from model.data import load_catalog, make_batch, read_eval
+    from mer.stages.model.data import load_catalog, make_batch, read_eval
 
     catalog = load_catalog(cfg, DS)
     return make_batch(read_eval(cfg, DS, 64, 0), catalog, net.c.history_len).inputs
@@ -48,8 +48,8 @@ def _eval_inputs(cfg, net):
 
 @pytest.mark.parametrize("name", ["dcm", "cr"])
 def test_exported_user_tower_matches_eager(trained, name):
-    from model.export import load_user_tower
-    from model.train import load_model
+    from mer.stages.model.export import load_user_tower
+    from mer.stages.model.train import load_model
 
     cfg, _ = trained
     folder = cfg.run_dir(DS) / "models" / name
@@ -64,9 +64,9 @@ def test_exported_user_tower_matches_eager(trained, name):
 
 
 def test_dcm_embeddings_are_not_collapsed(trained):
-    from model.metrics import mean_pairwise_cosine
-    from model.scoring import active_of, encode_users
-    from model.train import load_model
+    from mer.stages.model.metrics import mean_pairwise_cosine
+    from mer.stages.model.scoring import active_of, encode_users
+    from mer.stages.model.train import load_model
 
     cfg, _ = trained
     net, _ = load_model(cfg.run_dir(DS) / "models" / "dcm")
@@ -77,7 +77,7 @@ def test_dcm_embeddings_are_not_collapsed(trained):
 
 
 def test_item_encoder_is_normalised_and_deterministic(trained):
-    from model.serving import SERVED_MODELS, load_item_encoder, model_dir
+    from mer.stages.model.serving import SERVED_MODELS, load_item_encoder, model_dir
 
     cfg, _ = trained
     assert SERVED_MODELS == ("dcm", "cr")
@@ -95,7 +95,7 @@ def test_item_encoder_is_normalised_and_deterministic(trained):
 
 
 def test_user_embeddings_for_implicit_and_explicit_models(trained):
-    from model.serving import user_embeddings
+    from mer.stages.model.serving import user_embeddings
 
     cfg, _ = trained
     dcm = user_embeddings(cfg, DS, "dcm", [1, 2, 3])
@@ -117,7 +117,7 @@ def test_user_embeddings_for_implicit_and_explicit_models(trained):
 
 
 def test_evaluate_writes_metrics_and_bless_gates(trained, monkeypatch):
-    from model import bless, evaluate
+    from mer.stages.model import bless, evaluate
 
     cfg, _ = trained
     out = evaluate.run(cfg, DS)
@@ -149,7 +149,7 @@ def test_evaluate_writes_metrics_and_bless_gates(trained, monkeypatch):
 
 
 def test_bad_requests_get_clear_errors(trained, tmp_path):
-    from model import train
+    from mer.stages.model import train
 
     cfg, _ = trained
     with pytest.raises(MerError, match="unknown model 'gpt'"):

@@ -7,12 +7,16 @@ import numpy as np
 import pytest
 import torch
 
-from model.dcm import farthest_point_init, route, single_assignment
-from model.item_tower import squash
-from model.loss import StreamingFrequency, sampled_softmax_loss, select_embedding
-from model.merge import importance_budgets, round_robin_merge
-from model.metrics import hit_rate, mean_pairwise_cosine, positive_ranks
-from model.pinnersage import cluster_user
+from mer.stages.model.dcm import farthest_point_init, route, single_assignment
+from mer.stages.model.item_tower import squash
+from mer.stages.model.loss import (
+    StreamingFrequency,
+    sampled_softmax_loss,
+    select_embedding,
+)
+from mer.stages.model.merge import importance_budgets, round_robin_merge
+from mer.stages.model.metrics import hit_rate, mean_pairwise_cosine, positive_ranks
+from mer.stages.model.pinnersage import cluster_user
 
 
 def _points():

@@ -8,11 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mer.config import MerConfig
-from mer.contract import RAW_TABLES
-from mer.datagen.movielens import ingest, rating_action
-from mer.errors import ContractError
-from mer.tables import list_partitions, read_partition
+from mer.base.config import MerConfig
+from mer.base.contract import RAW_TABLES
+from mer.base.errors import ContractError
+from mer.base.io import list_partitions, read_partition
+from mer.stages.datagen.movielens import ingest, rating_action
 from tests.conftest import MOVIELENS
 
 needs_movielens = pytest.mark.skipif(not (MOVIELENS / "ratings.csv").is_file(), reason=f"MovieLens not at {MOVIELENS}")

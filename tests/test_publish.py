@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from index_builder import publish
-from index_builder.publish import MANIFEST, list_versions, read_latest
-from index_builder.storage import Store, s3_checksum_matches, sha256_file
-from mer.errors import GateError, MerError, StorageError
+from mer.base.errors import GateError, MerError, StorageError
+from mer.stages.index import publish
+from mer.stages.index.publish import MANIFEST, list_versions, read_latest
+from mer.stages.index.storage import Store, s3_checksum_matches, sha256_file
 from tests import item_tower_fixture as fx
 
 DS = "2026-01-15"

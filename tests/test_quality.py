@@ -8,14 +8,14 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from mer.contract import ITEM_EMBEDDINGS
-from mer.errors import ContractError, DataQualityError, MerError
-from mer.tables import read_partition, write_partition
+from mer.base.contract import ITEM_EMBEDDINGS
+from mer.base.errors import ContractError, DataQualityError, MerError
+from mer.base.io import read_partition, write_partition
 from tests.raw_fixture import DS, built_small, write_snapshots  # noqa: F401 (fixture)
 
 
 def test_raw_and_training_gates_pass_on_built_data(built_small):
-    from mer.quality.gates import run
+    from mer.stages.quality.gates import run
 
     cfg, _ = built_small
     raw = run(cfg, DS, "raw")
@@ -30,7 +30,7 @@ def test_raw_and_training_gates_pass_on_built_data(built_small):
 
 
 def test_training_gate_lists_failed_expectations(built_small, cfg):
-    from mer.quality.gates import run
+    from mer.stages.quality.gates import run
 
     good = read_partition(built_small[0].table("training_examples"), DS)
     segment = good["segment"].to_pylist()
@@ -72,7 +72,7 @@ def _write_embeddings(cfg, ids, vecs, version="dcm-v1"):
 
 
 def test_embeddings_gate(cfg):
-    from mer.quality.gates import run
+    from mer.stages.quality.gates import run
 
     write_snapshots(cfg)  # catalog: items 1..6
     ids = [1, 2, 3, 4, 5, 6]
@@ -95,7 +95,7 @@ def test_embeddings_gate(cfg):
 
 
 def test_gate_errors_are_clear(cfg):
-    from mer.quality.gates import run
+    from mer.stages.quality.gates import run
 
     with pytest.raises(MerError, match="unknown quality stage 'model'"):
         run(cfg, DS, "model")

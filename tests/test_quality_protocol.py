@@ -8,9 +8,9 @@ import pyarrow.compute as pc
 import pytest
 import torch
 
-from mer.config import MerConfig
-from mer.tables import read_partition, write_partition
-from model.intervals import paired_bootstrap_ratio
+from mer.base.config import MerConfig
+from mer.base.io import read_partition, write_partition
+from mer.stages.model.intervals import paired_bootstrap_ratio
 from tests.model_fixture import DS, build, small_cfg
 
 
@@ -43,7 +43,7 @@ def two_roots(tmp_path_factory):
 
 
 def test_no_eval_day_row_reaches_training_or_early_stopping(two_roots):
-    from model.train import train_tower
+    from mer.stages.model.train import train_tower
 
     fits = [train_tower(cfg, DS, "dcm", None) for cfg in two_roots]
     assert fits[0]["best_val_hr@100"] == fits[1]["best_val_hr@100"]
@@ -54,7 +54,7 @@ def test_no_eval_day_row_reaches_training_or_early_stopping(two_roots):
 
 
 def test_no_eval_day_row_reaches_tuning(two_roots):
-    from model.tune import run
+    from mer.stages.model.tune import run
 
     out = [run(cfg, DS, "single", trials=2) for cfg in two_roots]
     assert out[0]["trials_by_value"] == out[1]["trials_by_value"]
@@ -67,7 +67,7 @@ def test_no_eval_day_row_reaches_tuning(two_roots):
 
 def test_eval_rows_are_scored_but_do_not_select(two_roots):
     """The eval day changes the eval figures (it is scored), not the validation figures bless decides on."""
-    from model import evaluate, train
+    from mer.stages.model import evaluate, train
 
     for cfg in two_roots:
         for m in ("single", "popularity"):
@@ -107,7 +107,7 @@ def test_paired_bootstrap_known_answers():
 
 
 def test_novel_record_filter():
-    from model.data import build_catalog, make_batch
+    from mer.stages.model.data import build_catalog, make_batch
 
     items = pa.table({"item_id": [10, 11, 12], "pretrained_embedding": [[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]],
                       "category_id": [1, 1, 2], "creator_id": [1, 2, 3], "topic_ids": [[5], [5], [6]],
@@ -127,7 +127,7 @@ def test_novel_record_filter():
 
 
 def _metrics(cfg: MerConfig, rows: list[tuple[str, str, float]]) -> None:
-    from mer.contract import EVAL_METRICS
+    from mer.base.contract import EVAL_METRICS
 
     recs = [{"model": m.partition("-")[0], "variant": m.partition("-")[2], "split": split, "metric": "hr@100",
              "segment": "all", "value": v} for m, split, v in rows]
@@ -135,7 +135,7 @@ def _metrics(cfg: MerConfig, rows: list[tuple[str, str, float]]) -> None:
 
 
 def test_bless_needs_single_and_the_strongest_simple_baseline_on_the_val_day(cfg, monkeypatch):
-    from model import bless
+    from mer.stages.model import bless
 
     monkeypatch.delenv("MER_BLESS_FORCE_FAIL", raising=False)
     # on the eval day dcm would win everything: bless must not look there
@@ -152,8 +152,8 @@ def test_bless_needs_single_and_the_strongest_simple_baseline_on_the_val_day(cfg
 
 
 def test_training_without_a_validation_day_says_so(tmp_path):
-    from mer.errors import ContractError
-    from model.train import run
+    from mer.base.errors import ContractError
+    from mer.stages.model.train import run
 
     cfg = small_cfg(MerConfig(root=tmp_path / "var"))
     build(cfg)
@@ -164,7 +164,7 @@ def test_training_without_a_validation_day_says_so(tmp_path):
 
 
 def test_compare_prints_baselines_intervals_and_novel_hr(tmp_path, capsys):
-    from model import compare
+    from mer.stages.model import compare
 
     cfg = small_cfg(MerConfig(root=tmp_path / "var"))
     cfg.train = cfg.train.model_copy(update={"epochs": 2})

@@ -4,11 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from index_builder import merge, publish
-from index_builder.reader import PublishedIndex, query_user
-from index_builder.search import load_model_shards, search_shards
-from index_builder.storage import Store
-from mer.errors import MerError, StorageError
+from mer.base.errors import MerError, StorageError
+from mer.stages.index import merge, publish
+from mer.stages.index.reader import PublishedIndex, query_user
+from mer.stages.index.search import load_model_shards, search_shards
+from mer.stages.index.storage import Store
 from tests import item_tower_fixture as fx
 
 DS = "2026-01-15"

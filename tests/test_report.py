@@ -10,11 +10,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mer.contract import EVAL_INTERVALS, EVAL_METRICS, QUARANTINE
-from mer.local_s3 import local_s3
-from mer.pipeline import record_stage, run_stage
-from mer.report import render
-from mer.tables import write_partition
+from mer.app.local_s3 import local_s3
+from mer.app.pipeline import record_stage, run_stage
+from mer.app.report import render
+from mer.base.contract import EVAL_INTERVALS, EVAL_METRICS, QUARANTINE
+from mer.base.io import write_partition
 
 DS = "2026-01-15"
 
@@ -94,7 +94,7 @@ def test_report_with_no_inputs_marks_each_section_not_available(cfg):
 
 
 def test_stage_records_capture_failures_with_their_message(cfg):
-    from mer.errors import GateError
+    from mer.base.errors import GateError
 
     def boom(_cfg, _ds):
         raise GateError("recall 0.5 < 0.95 on shard-00001")

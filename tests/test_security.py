@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from index_builder import publish
-from index_builder.storage import Store
-from mer.errors import MerError, StorageError, validate_ds, validate_run_id
+from mer.base.errors import MerError, StorageError, validate_ds, validate_run_id
+from mer.stages.index import publish
+from mer.stages.index.storage import Store
 from tests import item_tower_fixture as fx
 
 DS = "2026-01-15"
 REPO = Path(__file__).resolve().parents[1]
-SOURCE_DIRS = ("mer", "model", "index_builder", "spark_jobs", "dags")
+SOURCE_DIRS = ("mer", "dags")
 
 
 # ---------------------------------------------------------------- a canary secret never leaks
@@ -28,9 +28,9 @@ def test_canary_secret_never_appears_in_logs_stage_records_report_or_published_o
         cfg, s3_env, monkeypatch, caplog, capsys):
     from typer.testing import CliRunner
 
-    from mer.cli import app
-    from mer.pipeline import run_stage
-    from mer.report import render
+    from mer.app.cli import app
+    from mer.app.pipeline import run_stage
+    from mer.app.report import render
 
     canary = f"CANARY-{uuid.uuid4().hex}"
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", canary)  # the key a real publish signs with
@@ -131,8 +131,8 @@ def _malicious_files(tmp_path) -> tuple[Path, bytes, bytes]:
 
 @pytest.mark.parametrize("layout", ["raw_pickle", "torch_save_zip"])
 def test_malicious_model_files_are_refused_not_executed(tmp_path, layout):
-    from model.export import EXPORT_FILE, load_user_tower
-    from model.train import WEIGHTS, load_model
+    from mer.stages.model.export import EXPORT_FILE, load_user_tower
+    from mer.stages.model.train import WEIGHTS, load_model
 
     marker, raw, zipped = _malicious_files(tmp_path)
     payload = raw if layout == "raw_pickle" else zipped
@@ -208,7 +208,7 @@ def test_cli_refuses_a_traversal_ds_with_a_clear_message(tmp_path):
 
 # ---------------------------------------------------------------- least-privilege IAM policy
 def test_iam_policy_is_least_privilege():
-    from mer.config import PublishConfig
+    from mer.base.config import PublishConfig
 
     pc = PublishConfig()
     policy = json.loads((REPO / "docker" / "iam-policy.json").read_text())

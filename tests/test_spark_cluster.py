@@ -1,6 +1,6 @@
 """The Spark stages on a real standalone cluster (master + one worker on 127.0.0.1), submitted the way
 README "Running on a Spark cluster" says: ``spark-submit --master spark://... --py-files mer_code.zip
-spark_jobs/submit.py <job> --ds D``. Their output must equal what local mode writes from the same raw input.
+mer/app/spark_submit.py <job> --ds D``. Their output must equal what local mode writes from the same raw input.
 
 The pip-installed Spark ships no ``sbin/start-master.sh``, so master and worker are started with
 ``bin/spark-class`` (what those scripts run) as child processes, and stopped in a finalizer.
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from mer.config import REPO_ROOT
+from mer.base.config import REPO_ROOT
 
 pytestmark = pytest.mark.spark
 
@@ -153,7 +153,7 @@ def test_spark_jobs_on_standalone_cluster_match_local_mode(cluster, tmp_path):
     local_root, cluster_root = tmp_path / "local_root", Path(env["MER_ROOT"])
 
     # Same raw input for both: generated once (seeded), copied.
-    gen = subprocess.run([sys.executable, "-c", "from mer.config import load_config; from mer.datagen.synthetic "
+    gen = subprocess.run([sys.executable, "-c", "from mer.base.config import load_config; from mer.stages.datagen.synthetic "
                           "import generate; generate(load_config())"], env={**env, "MER_ROOT": str(local_root)},
                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert gen.returncode == 0, gen.stderr[-3000:]
@@ -161,14 +161,14 @@ def test_spark_jobs_on_standalone_cluster_match_local_mode(cluster, tmp_path):
 
     # Local mode: both jobs in one process (one JVM), through the same entry point.
     local = subprocess.run(
-        [sys.executable, "-c", "import sys; from spark_jobs.submit import main\n"
+        [sys.executable, "-c", "import sys; from mer.app.spark_submit import main\n"
          f"for job in {list(JOBS)!r}:\n    assert main([job, '--ds', {D!r}]) == 0, job"],
         env={**env, "MER_ROOT": str(local_root), "MER_SPARK_MASTER": "local[1]"}, cwd=REPO_ROOT,
         capture_output=True, text=True, timeout=180)
     assert local.returncode == 0, local.stderr[-3000:]
 
     # Cluster mode, exactly as README "Running on a Spark cluster" describes.
-    from spark_jobs.submit import package_code
+    from mer.app.spark_submit import package_code
 
     code_zip = package_code(tmp / "dist")
     submit = str(spark_home() / "bin" / "spark-submit")
@@ -176,7 +176,7 @@ def test_spark_jobs_on_standalone_cluster_match_local_mode(cluster, tmp_path):
         proc = subprocess.run(
             [submit, "--master", master, "--py-files", str(code_zip),
              "--conf", "spark.executor.memory=768m", "--conf", "spark.ui.enabled=false",
-             str(REPO_ROOT / "spark_jobs" / "submit.py"), job, "--ds", D],
+             str(REPO_ROOT / "mer" / "app" / "spark_submit.py"), job, "--ds", D],
             env=env, cwd=tmp, capture_output=True, text=True, timeout=240)
         assert proc.returncode == 0, f"{job} on {master} failed:\n{proc.stderr[-4000:]}"
         summary = json.loads(proc.stdout[proc.stdout.index("{"):])

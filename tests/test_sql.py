@@ -4,12 +4,12 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from mer.errors import MerError
+from mer.base.errors import MerError
 from tests.raw_fixture import DS, built_small  # noqa: F401 (fixture)
 
 
 def test_mer_sql_counts_cr_triples(built_small):
-    from mer.cli import app
+    from mer.app.cli import app
 
     cfg, summary = built_small
     result = CliRunner().invoke(app, ["sql", "SELECT count(*) AS n FROM cr_triples", "--root", str(cfg.root)])
@@ -18,7 +18,7 @@ def test_mer_sql_counts_cr_triples(built_small):
 
 
 def test_sql_names_and_partitions(built_small):
-    from mer.sql import query
+    from mer.app.sql import query
 
     cfg, _ = built_small
     cols, rows = query(cfg, "SELECT ds, count(*) FROM mer.training_examples GROUP BY ds")
@@ -30,7 +30,7 @@ def test_sql_names_and_partitions(built_small):
 
 
 def test_sql_unknown_table_is_a_clear_error(built_small):
-    from mer.sql import query
+    from mer.app.sql import query
 
     cfg, _ = built_small
     with pytest.raises(MerError, match=r"cr_tripels.*known tables.*cr_triples"):
@@ -38,7 +38,7 @@ def test_sql_unknown_table_is_a_clear_error(built_small):
 
 
 def test_spark_catalog_registers_every_table(built_small, spark):
-    from spark_jobs.catalog import register_tables
+    from mer.stages.spark_jobs.catalog import register_tables
 
     cfg, _ = built_small
     names = register_tables(spark, cfg)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mer.config import REPO_ROOT, MerConfig
+from mer.base.config import REPO_ROOT, MerConfig
 from tests.model_fixture import DS, build, small_cfg
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
@@ -34,8 +34,13 @@ def env_for(root: Path, cfg: MerConfig) -> dict[str, str]:
 
 
 def val_hr(cfg: MerConfig, net) -> float:
-    from model.data import corpus_rows, load_catalog, load_topic_vocab, read_eval
-    from model.scoring import eval_batch, hr_at
+    from mer.stages.model.data import (
+        corpus_rows,
+        load_catalog,
+        load_topic_vocab,
+        read_eval,
+    )
+    from mer.stages.model.scoring import eval_batch, hr_at
 
     catalog = load_catalog(cfg, DS, load_topic_vocab(cfg, DS))
     ev = eval_batch(read_eval(cfg, DS, cfg.train.early_stop_records, cfg.train.seed, split="val"), catalog,
@@ -46,9 +51,9 @@ def val_hr(cfg: MerConfig, net) -> float:
 
 @pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun not installed in this interpreter's bin/")
 def test_torchrun_two_processes_matches_single_process(tmp_path):
-    from model.item_tower import TowerConfig
-    from model.train import load_model
-    from model.zoo import TwoTower
+    from mer.stages.model.item_tower import TowerConfig
+    from mer.stages.model.train import load_model
+    from mer.stages.model.zoo import TwoTower
 
     base = small_cfg(MerConfig(root=tmp_path / "single"))
     base.train = base.train.model_copy(update=dict(epochs=3, min_steps=0, patience=3, num_threads=1))
@@ -56,7 +61,7 @@ def test_torchrun_two_processes_matches_single_process(tmp_path):
     shutil.copytree(base.root, tmp_path / "ddp")
     cfg_ddp = base.model_copy(update={"root": tmp_path / "ddp"})
 
-    cmd = ["-m", "model.train_ddp", "--ds", DS, "--model", "dcm"]
+    cmd = ["-m", "mer.app.torchrun", "--ds", DS, "--model", "dcm"]
     single = subprocess.run([sys.executable, *cmd], env=env_for(base.root, base), cwd=REPO_ROOT,
                             capture_output=True, text=True, timeout=300)
     assert single.returncode == 0, single.stderr[-3000:]

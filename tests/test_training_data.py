@@ -6,9 +6,9 @@ from datetime import datetime
 import pyarrow as pa
 import pytest
 
-from mer.contract import DERIVED_TABLES
-from mer.errors import ContractError
-from mer.tables import list_partitions, read_partition
+from mer.base.contract import DERIVED_TABLES
+from mer.base.errors import ContractError
+from mer.base.io import list_partitions, read_partition
 from tests.raw_fixture import DS, EXPECTED_TRIPLES, built_small, small_cfg, write_raw  # noqa: F401 (fixture)
 
 
@@ -81,7 +81,7 @@ def test_no_history_at_or_after_the_event(built_small):
 
 
 def test_rerun_is_idempotent_and_leaves_other_ds_alone(cfg, spark):
-    from spark_jobs import training_data, validate_raw
+    from mer.stages.spark_jobs import training_data, validate_raw
 
     cfg = small_cfg(cfg)
     write_raw(cfg)
@@ -110,7 +110,7 @@ def test_rerun_is_idempotent_and_leaves_other_ds_alone(cfg, spark):
 
 
 def test_build_before_validate_says_what_to_run(cfg, spark):
-    from spark_jobs import training_data
+    from mer.stages.spark_jobs import training_data
 
     cfg = small_cfg(cfg)
     write_raw(cfg)
@@ -119,13 +119,13 @@ def test_build_before_validate_says_what_to_run(cfg, spark):
 
 
 def test_generated_dataset_end_to_end(cfg, spark):
-    """Stage 1 + gate + stage 2 + gate on a tiny synthetic dataset from mer.datagen.synthetic."""
+    """Stage 1 + gate + stage 2 + gate on a tiny synthetic dataset from mer.stages.datagen.synthetic."""
     import numpy as np
     import pyarrow.compute as pc
 
-    from mer.datagen.synthetic import generate
-    from mer.quality.gates import run as gate
-    from spark_jobs import training_data, validate_raw
+    from mer.stages.datagen.synthetic import generate
+    from mer.stages.quality.gates import run as gate
+    from mer.stages.spark_jobs import training_data, validate_raw
 
     cfg.generate = cfg.generate.model_copy(update={"n_users": 60, "n_items": 600, "duplicate_fraction": 0.02})
     generate(cfg)

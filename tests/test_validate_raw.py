@@ -5,9 +5,16 @@ import json
 
 import pytest
 
-from mer.errors import ContractError, DataQualityError
-from mer.tables import read_partition, write_partition
-from tests.raw_fixture import DS, EVENTS, SOURCE_INTEREST, engagement_table, small_cfg, write_raw
+from mer.base.errors import ContractError, DataQualityError
+from mer.base.io import read_partition, write_partition
+from tests.raw_fixture import (
+    DS,
+    EVENTS,
+    SOURCE_INTEREST,
+    engagement_table,
+    small_cfg,
+    write_raw,
+)
 
 BAD_EVENTS = [
     ("e02", "2026-01-13", "10:01", 1, 1, "click", "r1"),  # exact duplicate of e02
@@ -34,7 +41,7 @@ def _dirty(cfg):
 def test_pure_check_on_a_tiny_frame(spark):
     from pyspark.sql import functions as F
 
-    from spark_jobs.validate_raw import check_engagement
+    from mer.stages.spark_jobs.validate_raw import check_engagement
 
     rows = [e for e in EVENTS if e[1] == "2026-01-13"] + BAD_EVENTS[:2]
     events = spark.createDataFrame(engagement_table(rows).to_pandas()).withColumn("event_date", F.lit("2026-01-13"))
@@ -46,7 +53,7 @@ def test_pure_check_on_a_tiny_frame(spark):
 
 
 def test_bad_rows_go_to_quarantine_with_reasons(cfg, spark):
-    from spark_jobs.validate_raw import run
+    from mer.stages.spark_jobs.validate_raw import run
 
     cfg = small_cfg(cfg, max_bad_fraction=0.5)
     _dirty(cfg)
@@ -81,7 +88,7 @@ def test_bad_rows_go_to_quarantine_with_reasons(cfg, spark):
 
 
 def test_too_many_bad_rows_fails_after_quarantine(cfg, spark):
-    from spark_jobs.validate_raw import run
+    from mer.stages.spark_jobs.validate_raw import run
 
     cfg = small_cfg(cfg, max_bad_fraction=0.05)
     _dirty(cfg)
@@ -100,7 +107,7 @@ def test_too_many_bad_rows_fails_after_quarantine(cfg, spark):
 def test_missing_partition_is_a_contract_error(cfg, spark):
     import shutil
 
-    from spark_jobs.validate_raw import run
+    from mer.stages.spark_jobs.validate_raw import run
 
     cfg = small_cfg(cfg)
     write_raw(cfg)

@@ -1,0 +1,253 @@
+"""``mer``: one subcommand per pipeline stage. The Airflow DAG calls the same functions.
+
+Stage modules are imported inside each command so ``mer --help`` stays instant and a
+stage's heavy dependencies (pyspark, torch, faiss) load only when that stage runs.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from mer.base.config import MerConfig, load_config
+from mer.base.errors import MerError, validate_ds
+
+app = typer.Typer(help="MER: multi-embedding retrieval pipeline", no_args_is_help=True, add_completion=False)
+ingest_app = typer.Typer(help="Convert a public dataset into the raw input contract", no_args_is_help=True)
+app.add_typer(ingest_app, name="ingest")
+
+DsOpt = Annotated[Optional[str], typer.Option("--ds", help="logical date YYYY-MM-DD (default: generator end date)")]
+RootOpt = Annotated[Optional[Path], typer.Option("--root", help="data root (default: MER_ROOT or ./var)")]
+
+
+def _cfg(root: Optional[Path]) -> MerConfig:
+    return load_config(root=root) if root else load_config()
+
+
+def _ds(cfg: MerConfig, ds: Optional[str]) -> str:
+    return validate_ds(ds or cfg.generate.end_ds.isoformat())
+
+
+def _emit(result: object) -> None:
+    if result is not None:
+        typer.echo(json.dumps(result, indent=2, default=str))
+
+
+@app.command()
+def generate(
+    root: RootOpt = None,
+    seed: Annotated[Optional[int], typer.Option(help="override the generator seed")] = None,
+    users: Annotated[Optional[int], typer.Option(help="number of users")] = None,
+    items: Annotated[Optional[int], typer.Option(help="number of items")] = None,
+    large: Annotated[bool, typer.Option("--large", help="millions of events (benchmarks)")] = False,
+) -> None:
+    """Write 15 days of seeded synthetic logs in the raw input contract."""
+    from mer.stages.datagen.synthetic import generate as run
+
+    cfg = _cfg(root)
+    overrides = {k: v for k, v in {"seed": seed, "n_users": users, "n_items": items}.items() if v is not None}
+    if overrides:
+        cfg.generate = cfg.generate.model_copy(update=overrides)
+    _emit(run(cfg, large=large))
+
+
+@ingest_app.command("movielens")
+def ingest_movielens(
+    path: Annotated[Path, typer.Argument(help="folder with ratings.csv and movies.csv")],
+    root: RootOpt = None,
+) -> None:
+    """MovieLens latest-small -> raw contract (research use only; see its README.txt)."""
+    from mer.stages.datagen.movielens import ingest
+
+    _emit(ingest(_cfg(root), path))
+
+
+@app.command()
+def validate(ds: DsOpt = None, root: RootOpt = None) -> None:
+    """Stage 1: validate raw partitions of the window; quarantine bad rows."""
+    from mer.stages.spark_jobs.validate_raw import run
+
+    cfg = _cfg(root)
+    _emit(run(cfg, _ds(cfg, ds)))
+
+
+@app.command()
+def build(ds: DsOpt = None, root: RootOpt = None) -> None:
+    """Stage 2: cr_triples, training_examples, item_frequency, eval_corpus, item_neighbors (Spark)."""
+    from mer.stages.spark_jobs.training_data import run
+
+    cfg = _cfg(root)
+    _emit(run(cfg, _ds(cfg, ds)))
+
+
+@app.command()
+def check(
+    stage: Annotated[str, typer.Argument(help="raw | training | embeddings")],
+    ds: DsOpt = None,
+    root: RootOpt = None,
+) -> None:
+    """Run a Great Expectations gate; fails listing the failed expectations."""
+    from mer.stages.quality.gates import run
+
+    cfg = _cfg(root)
+    _emit(run(cfg, _ds(cfg, ds), stage))
+
+
+@app.command()
+def train(
+    model: Annotated[str, typer.Option("--model", help="towers: dcm | cr | single | mind | sa | token; no training: "
+                                       "pinnersage (Ward clusters + medoids); simple baselines fitted on the train "
+                                       "split: popularity | itemknn | pretrained | inverted")] = "dcm",
+    variant: Annotated[Optional[str], typer.Option(help="cr: source | item; dcm: no-vafpi | no-sar | k2 | k4; "
+                                                   "itemknn: sum | max; pretrained: mean | max")] = None,
+    ds: DsOpt = None,
+    root: RootOpt = None,
+) -> None:
+    """Stage 3: train one user tower (+ item tower) on training_examples, or fit a simple baseline."""
+    from mer.stages.model.train import run
+
+    cfg = _cfg(root)
+    _emit(run(cfg, _ds(cfg, ds), model, variant))
+
+
+@app.command()
+def tune(
+    model: Annotated[str, typer.Option("--model", help="the tower to tune: dcm | cr | single | mind | sa | token")] = "dcm",
+    variant: Annotated[Optional[str], typer.Option(help="as for `mer train`")] = None,
+    trials: Annotated[Optional[int], typer.Option(help="trial budget (default: tune.trials)")] = None,
+    ds: DsOpt = None,
+    root: RootOpt = None,
+) -> None:
+    """Seeded Optuna TPE search on the validation day only -> tune_trials table (the eval day is never read)."""
+    from mer.stages.model.tune import run
+
+    cfg = _cfg(root)
+    _emit(run(cfg, _ds(cfg, ds), model, variant, trials))
+
+
+@app.command()
+def evaluate(ds: DsOpt = None, root: RootOpt = None) -> None:
+    """Stage 4: HR@K (max over embeddings), filtered HR, segments, served merge -> eval_metrics."""
+    from mer.stages.model.evaluate import run
+
+    cfg = _cfg(root)
+    _emit(run(cfg, _ds(cfg, ds)))
+
+
+@app.command()
+def compare(ds: DsOpt = None, root: RootOpt = None,
+            train: Annotated[bool, typer.Option("--train/--no-train",
+                                                help="--no-train: re-evaluate the models already trained for ds")] = True,
+            only: Annotated[Optional[str], typer.Option("--only", help="comma-separated model names to (re)train, "
+                                                        "e.g. sa,token,cr (the others are kept)")] = None) -> None:
+    """All models + DCM ablations (VA-FPI, SAR, K) on the same data; prints one table."""
+    from mer.stages.model.compare import run
+
+    cfg = _cfg(root)
+    _emit(run(cfg, _ds(cfg, ds), train_models=train, only=None if only is None else only.split(",")))
+
+
+@app.command()
+def infer(ds: DsOpt = None, root: RootOpt = None) -> None:
+    """Stage 5: bulk item-tower inference over the catalog (Spark) -> item_embeddings."""
+    from mer.stages.spark_jobs.item_inference import run
+
+    cfg = _cfg(root)
+    _emit(run(cfg, _ds(cfg, ds)))
+
+
+@app.command("build-index")
+def build_index(
+    ds: DsOpt = None,
+    shard: Annotated[Optional[int], typer.Option(help="build one shard only (default: all)")] = None,
+    root: RootOpt = None,
+) -> None:
+    """Stage 6: FAISS index shards from item_embeddings."""
+    from mer.stages.index.build import run
+
+    cfg = _cfg(root)
+    _emit(run(cfg, _ds(cfg, ds), shard))
+
+
+@app.command("recall-gate")
+def recall_gate(ds: DsOpt = None, root: RootOpt = None) -> None:
+    """Recall@K of each shard and of the merge vs exact search; fails below target."""
+    from mer.stages.index.recall import run
+
+    cfg = _cfg(root)
+    _emit(run(cfg, _ds(cfg, ds)))
+
+
+@app.command()
+def publish(
+    ds: DsOpt = None,
+    run_id: Annotated[str, typer.Option("--run-id")] = "manual",
+    root: RootOpt = None,
+) -> None:
+    """Stage 7: upload shards, user towers, manifest (last), then LATEST."""
+    from mer.stages.index.publish import run
+
+    cfg = _cfg(root)
+    _emit(run(cfg, _ds(cfg, ds), run_id))
+
+
+@app.command()
+def rollback(root: RootOpt = None) -> None:
+    """Point LATEST at the previous good version."""
+    from mer.app.local_s3 import storage_for_cli
+    from mer.stages.index.publish import rollback as run
+
+    cfg = _cfg(root)
+    with storage_for_cli(cfg):
+        _emit(run(cfg))
+
+
+@app.command()
+def query(
+    user: Annotated[int, typer.Option("--user", help="user id")],
+    k: Annotated[int, typer.Option(help="candidates to print")] = 20,
+    ds: DsOpt = None,
+    root: RootOpt = None,
+) -> None:
+    """A user's merged candidates from the published index, with the embedding each came from."""
+    from mer.app.local_s3 import storage_for_cli
+    from mer.stages.index.reader import query_user
+
+    cfg = _cfg(root)
+    with storage_for_cli(cfg):
+        query_user(cfg, user, k=k, ds=ds)
+
+
+@app.command()
+def sql(
+    statement: Annotated[str, typer.Argument(help="SQL over the produced tables (DuckDB)")],
+    root: RootOpt = None,
+) -> None:
+    """Query any produced table with DuckDB, e.g. mer sql "SELECT count(*) FROM cr_triples"."""
+    from mer.app.sql import run
+
+    run(_cfg(root), statement)
+
+
+@app.command()
+def demo(ds: DsOpt = None, root: RootOpt = None) -> None:
+    """The main job: generate logs if absent, start a local S3 endpoint, run the whole DAG."""
+    from mer.app.demo import run
+
+    cfg = _cfg(root)
+    _emit(run(cfg, _ds(cfg, ds)))
+
+
+def main() -> None:
+    try:
+        app()
+    except MerError as err:
+        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,261 @@
+"""One typed configuration for every stage.
+
+Defaults describe the embedded run (synthetic logs, Spark local, local S3 endpoint).
+Override with environment variables (``MER_BUILD__HISTORY_LEN=30``: prefix ``MER_``,
+nested fields joined by ``__``) or a YAML/TOML file named by ``MER_CONFIG_FILE``.
+Credentials never live here: boto3 reads them from the environment / Airflow connection.
+"""
+from __future__ import annotations
+
+import os
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+    YamlConfigSettingsSource,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]  # mer/base/config.py -> repo root
+
+
+class GenerateConfig(BaseModel):
+    """Synthetic log generator (``mer generate``) and the MovieLens adapter's day mapping (end_ds, days)."""
+
+    seed: int = 7
+    end_ds: date = date(2026, 1, 15)
+    days: int = 15
+    n_users: int = 1500
+    n_items: int = 6000
+    n_topics: int = 16
+    # Many fine sub-interests (256) in a 32-d pretrained space: a single mean embedding of several interests
+    # lands among unrelated ones, which is what multi-embedding retrieval fixes.
+    subinterests_per_topic: int = 16
+    pretrained_dim: int = 32
+    n_categories: int = 64
+    n_creators: int = 500
+    min_interests: int = 1
+    max_interests: int = 8
+    core_user_fraction: float = 0.3
+    requests_per_day_core: float = 3.0
+    requests_per_day_noncore: float = 0.35
+    slate_size: int = 12
+    invalid_feature_fraction: float = 0.03
+    # --- planted structure (mer/stages/datagen/synthetic.py explains each) ---
+    interest_zipf: float = 0.8  # user interest weights ~ rank^-a x Gamma noise: a dominant head, a torso and a tail
+    topic_spread: float = 0.6  # sub-interest centroid = topic direction + spread x own direction (siblings stay close)
+    embedding_noise: float = 0.5  # item pretrained embedding = centroid + noise (relative norm)
+    popularity_sigma: float = 1.0  # lognormal item popularity: skewed, so logQ correction matters
+    followed_slots: int = 3  # per slate; the rest: collaborative, popular, fresh (retriever_mix)
+    retriever_mix: list[float] = Field(default_factory=lambda: [0.6, 0.2, 0.2])  # collaborative, popular, fresh
+    secondary_topic_serve: float = 0.3  # followed-topic retriever: share served through an item's secondary topic
+    sibling_explore: float = 0.15  # collaborative retriever: share from a sibling sub-interest of an interest
+    dormant_follow_prob: float = 0.7  # user follows a long-term topic that is absent from organic engagement
+    click_rate: float = 0.22  # P(click | on-interest item); x relevance and the user's propensity
+    save_rate: float = 0.08
+    hide_rate: float = 0.12  # P(hide | off-interest item)
+    noncore_propensity: float = 0.5  # non-core users also engage less per impression
+    duplicate_fraction: float = 0.001  # at-least-once logging: re-sent engagement rows (same event_id)
+    snapshots: Literal["daily", "ends"] = "daily"  # snapshot tables for every day, or first + last day only
+    large_users: int = 60_000  # --large: >= 10M events over the window
+    large_items: int = 1_000_000
+
+    def start_ds(self) -> date:
+        return self.end_ds - timedelta(days=self.days - 1)
+
+
+class BuildConfig(BaseModel):
+    """Validation + Spark training-data build."""
+
+    train_days: int = 14
+    eval_days: int = 1
+    # The last val_days of the train window form the validation split: early stopping, tuning and the bless
+    # decision read it; the eval day is scored once per model and never read during training or selection.
+    val_days: int = 1
+    history_len: int = 50
+    positive_actions: list[str] = Field(default_factory=lambda: ["click", "save"])
+    negative_actions: list[str] = Field(default_factory=lambda: ["hide"])
+    known_actions: list[str] = Field(default_factory=lambda: ["impression", "click", "save", "hide"])
+    max_bad_fraction: float = 0.05
+    join_rate_min: float = 0.02
+    join_rate_max: float = 0.9
+    eval_corpus_size: int = 5000
+    # Paper: core = > 4 saves in 28 days; scaled to the window length (see mer/stages/spark_jobs/training_data.py).
+    core_saves_per_28d: int = 4
+    neighbors_top_m: int = 100  # item_neighbors: best co-engaged neighbours kept per item
+    neighbors_max_items_per_user: int = 200  # item_neighbors: a user's most recent distinct items that pair up
+    spark_master: str = "local[2]"
+    shuffle_partitions: int = 4
+    # Great Expectations runs on pandas: tables above this many rows are checked on a seeded sample.
+    gx_max_rows: int = 500_000
+    gx_sample_seed: int = 11
+
+
+class TrainConfig(BaseModel):
+    """Towers, loss and the training loop (model/)."""
+
+    seed: int = 13
+    embed_dim: int = 64
+    k_im: int = 7
+    k_ex: int = 5
+    routing_iters: int = 3
+    batch_size: int = 512
+    # Step budget = max(epochs x steps per epoch of the model's train rows, min_steps): scaled to the data,
+    # so a small table (CR source: rows with a logged source interest) still trains enough steps. The LR warms
+    # up linearly over warmup_frac of the budget, then decays (cosine) to lr_final_frac x lr at its end; the
+    # validation day is scored every epoch and training stops after `patience` scores without a gain,
+    # keeping the best weights.
+    epochs: int = 8
+    min_steps: int = 400
+    warmup_frac: float = 0.05
+    lr_final_frac: float = 0.1
+    lr: float = 3e-3
+    weight_decay: float = 0.0
+    temperature: float = 0.1  # validation-day sweep 0.025 / 0.05 / 0.1 / 0.2 on synthetic and MovieLens (bench/RESULTS.md)
+    patience: int = 2
+    # Negatives beyond the batch: this many items drawn uniformly from the catalog per step (mixed negative
+    # sampling, logQ-corrected like the in-batch ones); 0 = in-batch negatives only.
+    uniform_negatives: int = 0
+    # Learned item-id embeddings for items with >= id_min_count train positives (the most frequent id_vocab_max);
+    # id_vocab_max = 0 turns them off (content fields only).
+    id_min_count: int = 2
+    id_vocab_max: int = 200_000
+    # How user towers encode history items: with the item tower itself, or a separate Eq 4 summariser.
+    history_encoder: Literal["item_tower", "summarize"] = "item_tower"
+    route_valid: bool = True  # DCM: clusters of valid engaged items only (no hides, no featureless items); False = every slot
+    max_steps_per_epoch: int | None = None
+    history_len: int = 50
+    va_fpi: bool = True
+    sar: bool = True
+    preset: Literal["cpu", "paper"] = "cpu"
+    num_threads: int | None = None
+    field_dim: int = 32  # every input field is projected to this width (DHEN fields, Eq 4 inputs)
+    hidden_dim: int = 128
+    cat_buckets: int = 1024  # category ids hashed into this many buckets
+    creator_buckets: int = 4096  # creator ids hashed (long tail, unseen creators at serving)
+    gumbel_tau: float = 1.0  # straight-through Gumbel softmax (SA / interest-token, paper 3.2.4)
+    shuffle_buffer: int = 8192  # rows in the deterministic shuffling buffer
+    early_stop_records: int = 1500  # validation-day records scored after each epoch for early stopping
+    pinnersage_decay_per_day: float = 0.1  # lambda in importance = sum exp(-lambda * age_days)
+    pinnersage_max_clusters: int | None = None  # default k_im
+
+
+class EvalConfig(BaseModel):
+    ks: list[int] = Field(default_factory=lambda: [100, 1000])
+    serve_budget: int = 1000
+    max_eval_records: int = 5000
+    bless_margin: float = 0.0
+    bless_tolerance: float = 0.02
+    candidate_model: str = "dcm"
+    baseline_model: str = "single"
+    # The simple baselines a candidate must beat (fitted every run; bless takes the strongest on the val day).
+    simple_baselines: list[str] = Field(default_factory=lambda: [
+        "popularity", "itemknn-sum", "itemknn-max", "pretrained-mean", "pretrained-max", "pinnersage"])
+    diversity_k: int = 100  # retrieved-set size for topic diversity and implicit/explicit overlap
+    seed: int = 29  # sampling of eval records and of the K_ex followed topics; the bootstrap resamples
+    bootstrap_samples: int = 1000  # paired bootstrap resamples of the eval records for the 95% intervals
+
+
+class TuneConfig(BaseModel):
+    """`mer tune`: a fixed, seeded trial budget on the validation day."""
+
+    trials: int = 12
+    startup_trials: int = 5  # random trials before TPE models the space
+    seed: int = 17
+    enqueue_defaults: bool = True  # trial 0 = the configured defaults
+
+
+class IndexConfig(BaseModel):
+    shards: int = 2
+    index_key: str = "auto"
+    memory_budget_mb: float = 512  # one model's shards together; a shard gets budget / shards
+    recall_k: int = 100
+    recall_target: float = 0.95
+    recall_queries: int = 500
+    build_workers: int = 2
+
+
+class PublishConfig(BaseModel):
+    bucket: str = "mer-artifacts"
+    prefix: str = "mer/index"
+    endpoint_url: str | None = None  # else AWS_ENDPOINT_URL / the Airflow connection
+    region: str = "us-east-1"
+    retention: int = 5
+    multipart_threshold_mb: int = 8
+    max_attempts: int = 6
+
+
+class MerConfig(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MER_", env_nested_delimiter="__", extra="ignore")
+
+    root: Path = REPO_ROOT / "var"
+    generate: GenerateConfig = Field(default_factory=GenerateConfig)
+    build: BuildConfig = Field(default_factory=BuildConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    tune: TuneConfig = Field(default_factory=TuneConfig)
+    index: IndexConfig = Field(default_factory=IndexConfig)
+    publish: PublishConfig = Field(default_factory=PublishConfig)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        cfg_file = os.environ.get("MER_CONFIG_FILE")
+        if cfg_file:
+            if cfg_file.endswith((".yaml", ".yml")):
+                sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=cfg_file))
+            else:
+                sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cfg_file))
+        return tuple(sources)
+
+    # ---- paths: resolved once, here ----
+    @property
+    def raw_dir(self) -> Path:
+        return self.root / "raw"
+
+    @property
+    def warehouse_dir(self) -> Path:
+        return self.root / "warehouse"
+
+    @property
+    def quality_dir(self) -> Path:
+        return self.root / "quality"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.root / "artifacts"
+
+    @property
+    def ground_truth_dir(self) -> Path:
+        return self.root / "ground_truth"
+
+    def raw_table(self, table: str) -> Path:
+        return self.raw_dir / table
+
+    def table(self, table: str) -> Path:
+        return self.warehouse_dir / table
+
+    def run_dir(self, ds: str) -> Path:
+        """Per-run artifact folder (models, index shards, report) for one logical date."""
+        return self.artifacts_dir / f"ds={ds}"
+
+    def model_dir(self, ds: str, name: str) -> Path:
+        """One trained model's artifact folder (weights, config, metrics) for one logical date."""
+        return self.run_dir(ds) / "models" / name
+
+
+def load_config(**overrides) -> MerConfig:
+    """Defaults < config file < environment < explicit overrides."""
+    return MerConfig(**overrides)

@@ -1,0 +1,212 @@
+"""Table contracts: the raw input contract (SPEC.md) and every table the pipeline produces.
+
+Raw tables live under ``<root>/raw/<table>/ds=YYYY-MM-DD/`` (event day for logs, snapshot day
+for snapshots). Derived tables live under ``<root>/warehouse/<table>/ds=YYYY-MM-DD/`` where
+``ds`` is the *run's* logical date: a re-run of a date overwrites that partition only.
+Timestamps are UTC, microsecond precision, stored without a zone (Spark runs with UTC session TZ).
+"""
+from __future__ import annotations
+
+import pyarrow as pa
+
+TS = pa.timestamp("us")
+
+# ---------------------------------------------------------------- raw input contract
+ACTIONS = ("impression", "click", "save", "hide")
+POSITIVE_ACTIONS = ("click", "save")
+NEGATIVE_ACTIONS = ("hide",)
+SURFACES = ("home_feed", "search", "related")
+RETRIEVERS = ("followed_topic", "collaborative", "popular", "fresh")
+
+ENGAGEMENT_LOG = pa.schema(
+    [
+        ("event_id", pa.string()),
+        ("event_ts", TS),
+        ("user_id", pa.int64()),
+        ("item_id", pa.int64()),
+        ("action", pa.string()),
+        ("request_id", pa.string()),
+        ("surface", pa.string()),
+    ]
+)
+
+SOURCE_INTEREST_LOG = pa.schema(
+    [
+        ("request_id", pa.string()),
+        ("item_id", pa.int64()),
+        ("retriever", pa.string()),
+        ("source_interest_id", pa.int64()),  # nullable: only the followed-topic retriever sets it
+    ]
+)
+
+USER_FOLLOWS = pa.schema(
+    [
+        ("user_id", pa.int64()),
+        ("topic_id", pa.int64()),
+        ("followed_ts", TS),
+    ]
+)
+
+ITEM_FEATURES = pa.schema(
+    [
+        ("item_id", pa.int64()),
+        ("pretrained_embedding", pa.list_(pa.float32())),  # fixed length per dataset; null = missing
+        ("category_id", pa.int64()),
+        ("creator_id", pa.int64()),
+        ("topic_ids", pa.list_(pa.int64())),
+        ("topic_scores", pa.list_(pa.float32())),
+    ]
+)
+
+TOPICS = pa.schema(
+    [
+        ("topic_id", pa.int64()),
+        ("name", pa.string()),
+    ]
+)
+
+RAW_TABLES: dict[str, pa.Schema] = {
+    "engagement_log": ENGAGEMENT_LOG,
+    "source_interest_log": SOURCE_INTEREST_LOG,
+    "user_follows": USER_FOLLOWS,
+    "item_features": ITEM_FEATURES,
+    "topics": TOPICS,
+}
+# Snapshot tables: the pipeline reads the latest partition <= the run's ds.
+SNAPSHOT_TABLES = ("user_follows", "item_features", "topics")
+LOG_TABLES = ("engagement_log", "source_interest_log")
+
+# ---------------------------------------------------------------- derived tables (warehouse)
+QUARANTINE = pa.schema(
+    [
+        ("source_table", pa.string()),
+        ("source_ds", pa.string()),
+        ("reason", pa.string()),  # e.g. null_id, unknown_item, unknown_action, ts_outside_ds, duplicate_event_id
+        ("column", pa.string()),
+        ("row_json", pa.string()),
+    ]
+)
+
+CR_TRIPLES = pa.schema(
+    [
+        ("condition_id", pa.int64()),  # source_interest_id logged at serving time
+        ("user_id", pa.int64()),
+        ("item_id", pa.int64()),
+        ("event_ts", TS),
+        ("action", pa.string()),
+        ("request_id", pa.string()),
+        ("event_date", pa.string()),
+    ]
+)
+
+TRAINING_EXAMPLES = pa.schema(
+    [
+        ("event_id", pa.string()),
+        ("user_id", pa.int64()),
+        ("item_id", pa.int64()),  # the target (positive engagement)
+        ("event_ts", TS),
+        ("action", pa.string()),
+        ("event_date", pa.string()),
+        ("hist_item_ids", pa.list_(pa.int64())),  # last N engaged items strictly before event_ts, oldest first
+        ("hist_actions", pa.list_(pa.string())),
+        ("hist_ts", pa.list_(TS)),
+        ("hist_valid", pa.list_(pa.bool_())),  # item has valid features AND action is not negative
+        ("condition_id", pa.int64()),  # nullable: source interest when a followed-topic retriever served it
+        ("segment", pa.string()),  # core | non_core
+        ("split", pa.string()),  # train | val (the day before the eval day) | eval
+    ]
+)
+
+ITEM_FREQUENCY = pa.schema(
+    [
+        ("item_id", pa.int64()),
+        ("count", pa.int64()),
+        ("prob", pa.float64()),  # count / total positives in the train split (logQ correction)
+    ]
+)
+
+EVAL_CORPUS = pa.schema(
+    [
+        ("item_id", pa.int64()),
+        ("rank", pa.int64()),
+        ("count", pa.int64()),
+    ]
+)
+
+ITEM_NEIGHBORS = pa.schema(
+    [
+        ("item_id", pa.int64()),
+        ("neighbor_id", pa.int64()),
+        ("score", pa.float64()),  # cosine co-engagement over train-split users: c(i,j) / sqrt(n_i * n_j)
+        ("rank", pa.int64()),  # 1 = best neighbour of item_id (top build.neighbors_top_m kept)
+    ]
+)
+
+ITEM_EMBEDDINGS = pa.schema(
+    [
+        ("model_version", pa.string()),
+        ("item_id", pa.int64()),
+        ("embedding", pa.list_(pa.float32())),
+    ]
+)
+
+EVAL_METRICS = pa.schema(
+    [
+        ("model", pa.string()),
+        ("variant", pa.string()),
+        ("split", pa.string()),  # val (the day before ds: early stopping, bless) | eval (ds, scored once)
+        ("metric", pa.string()),  # hr@K, hr_novel@K (target not in the user's history), filtered_hr@K, ...
+        ("segment", pa.string()),
+        ("value", pa.float64()),
+    ]
+)
+
+EVAL_INTERVALS = pa.schema(
+    [
+        ("name", pa.string()),  # the model's artifact name (cr = CR with the source association, itemknn-sum, ...)
+        ("model", pa.string()),
+        ("variant", pa.string()),
+        ("reference", pa.string()),  # single | best_baseline
+        ("reference_model", pa.string()),  # the model that reference names (best_baseline: picked on the val day)
+        ("metric", pa.string()),
+        ("records", pa.string()),  # all | novel
+        ("segment", pa.string()),
+        ("n", pa.int64()),  # eval records both models were scored on
+        ("value", pa.float64()),
+        ("reference_value", pa.float64()),
+        ("ratio", pa.float64()),  # value / reference_value
+        ("lo", pa.float64()),  # paired bootstrap 95% interval of the ratio
+        ("hi", pa.float64()),
+    ]
+)
+
+TUNE_TRIALS = pa.schema(
+    [
+        ("model", pa.string()),  # artifact name (dcm, cr, cr-item, ...)
+        ("trial", pa.int64()),
+        ("params", pa.string()),  # JSON of the sampled settings (mer/base/config.py TrainConfig names)
+        ("val_hr_at_100", pa.float64()),  # best validation-day HR@100 of the trial (the objective)
+        ("steps", pa.int64()),
+        ("seconds", pa.float64()),
+    ]
+)
+
+# Validated logs (stage 1 output, what the build reads): the raw columns + the event's day.
+# For source_interest_log the event day is its raw partition (the serving day).
+CLEAN_ENGAGEMENT_LOG = ENGAGEMENT_LOG.append(pa.field("event_date", pa.string()))
+CLEAN_SOURCE_INTEREST_LOG = SOURCE_INTEREST_LOG.append(pa.field("event_date", pa.string()))
+
+DERIVED_TABLES: dict[str, pa.Schema] = {
+    "clean_engagement_log": CLEAN_ENGAGEMENT_LOG,
+    "clean_source_interest_log": CLEAN_SOURCE_INTEREST_LOG,
+    "quarantine": QUARANTINE,
+    "cr_triples": CR_TRIPLES,
+    "training_examples": TRAINING_EXAMPLES,
+    "item_frequency": ITEM_FREQUENCY,
+    "eval_corpus": EVAL_CORPUS,
+    "item_neighbors": ITEM_NEIGHBORS,
+    "item_embeddings": ITEM_EMBEDDINGS,
+    "eval_metrics": EVAL_METRICS,
+    "eval_intervals": EVAL_INTERVALS,
+    "tune_trials": TUNE_TRIALS,
+}

@@ -1,0 +1,116 @@
+"""`mer compare`: every tower, the simple baselines and the DCM ablations on the same data, evaluated together:
+one table with novel HR and paired bootstrap intervals vs single and vs the strongest simple baseline."""
+from __future__ import annotations
+
+import json
+import time
+
+from rich.console import Console
+from rich.table import Table
+
+from mer.base.config import MerConfig
+from mer.base.errors import validate_ds
+from mer.base.io import read_partition
+from mer.stages.model import evaluate, train
+from mer.stages.model.intervals import verdict
+from mer.stages.model.zoo import artifact_name
+
+NOTE = ("HR scores an item by the max over a user's embeddings; hr_novel: records whose target is not in the "
+        "user's own history (a new item, not a repeat). Simple baselines are fitted on the train split and ranked "
+        "with ties broken by train popularity. CR and inverted rows (cr = source association, cr-item = condition "
+        "sampled from the target's topics, inverted = the followed topic's most engaged items) are scored on the "
+        "eval records that logged a source interest, with that condition; filtered HR keeps only corpus items "
+        "tagged with it. hr_served = the served merge at the serving budget. 'vs single' / 'vs best baseline': "
+        "ratio of HR@100 on the records both were scored on, with its paired bootstrap 95% interval; the best "
+        "baseline is the strongest simple baseline on the validation day.")
+RUNS = [("popularity", None), ("itemknn", "sum"), ("itemknn", "max"), ("pretrained", "mean"), ("pretrained", "max"),
+        ("inverted", None), ("pinnersage", None), ("single", None), ("dcm", None), ("mind", None), ("sa", None),
+        ("token", None), ("cr", "source"), ("cr", "item"), ("dcm", "no-vafpi"), ("dcm", "no-sar"), ("dcm", "k2"),
+        ("dcm", "k4")]
+
+
+def run(cfg: MerConfig, ds: str, train_models: bool = True, only: list[str] | None = None) -> dict:
+    """Train every run (or the named artifacts in `only`; none with train_models=False), evaluate all, one table."""
+    validate_ds(ds)
+    trained = {}
+    for model, variant in RUNS if train_models else []:
+        if only is not None and artifact_name(model, variant) not in only:
+            continue
+        t0 = time.time()
+        r = train.run(cfg, ds, model, variant)
+        trained[r["model"]] = {"seconds": round(time.time() - t0, 1), "epochs": r.get("epochs_run"),
+                               "final_loss": r.get("final_loss")}
+    result = evaluate.run(cfg, ds)
+    models = evaluate.trained_models(cfg, ds)
+    table = read_partition(cfg.table("eval_metrics"), ds).to_pandas()
+    table = table[table.split == "eval"]
+    iv = read_partition(cfg.table("eval_intervals"), ds).to_pandas()
+    k0 = cfg.eval.ks[0]
+    cols = [f"hr@{k}" for k in cfg.eval.ks] + [f"hr_novel@{k0}", f"hr@{k0} core", f"hr@{k0} non_core",
+                                             f"filtered_hr@{k0}", f"hr_served@{cfg.eval.serve_budget}"]
+    head = ["model"] + cols + ["vs single [95% CI]", "novel vs single", "vs best baseline [95% CI]",
+                               "novel vs best", "val hr@100", "epochs", "train s"]
+    rt = Table(title=f"MER model comparison ds={ds} ({result['records']} eval records, corpus {result['corpus']}, "
+                     f"best simple baseline on the val day: {result['best_baseline']})")
+    for h in head:
+        rt.add_column(h, justify="right" if h != "model" else "left")
+    rows = []
+    for name, conf in models:
+        variant = conf.get("variant") or ""
+        vals = []
+        for c in cols:
+            metric, _, seg = c.partition(" ")
+            vals.append(_fmt(_val(table, conf["model"], variant, metric, seg or "all")))
+        rels = [_interval(iv, name, ref, recs) for ref in ("single", "best_baseline") for recs in ("all", "novel")]
+        meta = _train_meta(cfg, ds, name)
+        val_hr = meta.get("best_val_hr@100")
+        rows.append([name] + vals + rels + [_fmt(val_hr), str(meta.get("epochs_run", "")),
+                                            str(trained.get(name, {}).get("seconds") or meta.get("train_seconds", ""))])
+        rt.add_row(*rows[-1])
+    Console(width=max(Console().width, 220)).print(rt)
+    words = [f"- {r}" for r in verdicts(iv)]
+    for w in words:
+        print(w)
+    path = cfg.run_dir(ds) / "compare.md"
+    lines = [f"# Model comparison ds={ds}", "", f"{result['records']} eval records, corpus {result['corpus']} items; "
+             f"strongest simple baseline on the validation day: {result['best_baseline']}.", "", NOTE, "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    lines += ["", "## In words (HR@100, eval day, all records, paired bootstrap 95% intervals)", ""] + words
+    path.write_text("\n".join(lines) + "\n")
+    return {"ds": ds, "table": str(path), "trained": trained, "best_baseline": result["best_baseline"],
+            "verdicts": [w[2:] for w in words],
+            "hr": {n: m.get(f"hr@{k0}/all") for n, m in result["metrics"].items()},
+            "hr_novel": {n: m.get(f"hr_novel@{k0}/all") for n, m in result["metrics"].items()}}
+
+
+def verdicts(iv) -> list[str]:
+    out = []
+    for r in iv[(iv.segment == "all") & (iv.records == "all")].to_dict("records"):
+        if r["ratio"] != r["ratio"]:
+            continue
+        out.append(f"{r['name']} vs {r['reference']} ({r['reference_model']}): {verdict(r['ratio'], r['lo'], r['hi'])}")
+    return out
+
+
+def _interval(iv, name: str, ref: str, records: str) -> str:
+    m = iv[(iv.name == name) & (iv.reference == ref) & (iv.records == records) & (iv.segment == "all")]
+    if not len(m) or m.ratio.iloc[0] != m.ratio.iloc[0]:
+        return ""
+    r = m.iloc[0]
+    mark = "+" if r.lo > 1 else ("-" if r.hi < 1 else "~")
+    return f"{r.ratio:.3f}x [{r.lo:.3f}, {r.hi:.3f}] {mark}"
+
+
+def _train_meta(cfg: MerConfig, ds: str, name: str) -> dict:
+    p = cfg.model_dir(ds, name) / "metrics.json"
+    return json.loads(p.read_text()) if p.is_file() else {}
+
+
+def _val(df, model: str, variant: str, metric: str, segment: str = "all"):
+    m = df[(df.model == model) & (df.variant == variant) & (df.metric == metric) & (df.segment == segment)]
+    return float(m.value.iloc[0]) if len(m) else None
+
+
+def _fmt(v) -> str:
+    return "" if v is None or v != v else f"{v:.4f}"

@@ -1,0 +1,103 @@
+"""DCM: Differentiable Clustering Module, the implicit multi-interest user tower (paper 3.2.2).
+
+    e_i   = Summarize(item fields)                      Eq 4
+    c_j   = validity-aware farthest-point init          Eq 5 / 6
+    b_ij  = softmax_j(c_j^T e_i), single assignment     Eq 1 / 7
+    c_j   = squash(sum_i b_ij e_i)                       Eq 2 / 3
+    o_u^j = normalize(MLP(c_j)), importance_j = sum_i b_ij (3.5)
+
+Ablations: va_fpi=False -> plain FPI over every history item; sar=False -> soft routing (Eq 1).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from mer.stages.model.item_tower import TowerConfig, history_encoder, mlp, squash
+
+
+def farthest_point_init(x: torch.Tensor, eligible: torch.Tensor, mask: torch.Tensor, k: int):
+    """Indexes [B, k] of the initial centroids and whether each is a real (distinct) centroid [B, k].
+
+    Eq 6 as meant: among eligible items, the next centroid is the one whose highest similarity to
+    the centroids chosen so far is lowest (Eq 5's argmin-max, restricted to I_valid = 1). The first
+    centroid is the most recent eligible item (deterministic, unlike the paper's random pick).
+    With fewer than k eligible items the remaining slots repeat the first centroid and are inactive.
+    A user with no eligible item falls back to the most recent history slot for one active centroid.
+    """
+    B, L = eligible.shape
+    pos = torch.arange(L, device=x.device).expand(B, L)
+    anchor = torch.where(eligible.any(1, keepdim=True), eligible, mask)
+    first = torch.where(anchor, pos, -1).argmax(1)  # most recent; all -1 -> index 0 (padding), still defined
+    xn = F.normalize(x, dim=-1)
+    sims = torch.einsum("bld,bmd->blm", xn, xn)  # all pairwise cosines once: [B, L, L]
+    row = lambda i: sims.gather(1, i.view(B, 1, 1).expand(B, 1, L)).squeeze(1)  # noqa: E731
+    maxsim = row(first)  # each item's highest similarity to a chosen centroid
+    chosen = F.one_hot(first, L).bool()
+    idx, active = [first], [torch.ones(B, dtype=torch.bool, device=x.device)]
+    for _ in range(1, k):
+        cand = eligible & ~chosen
+        score = torch.where(cand, maxsim, torch.full_like(maxsim, float("inf")))
+        nxt = score.argmin(1)
+        ok = cand.any(1)
+        nxt = torch.where(ok, nxt, first)
+        idx.append(nxt)
+        active.append(ok)
+        chosen = chosen | (F.one_hot(nxt, L).bool() & ok.unsqueeze(1))
+        maxsim = torch.maximum(maxsim, row(nxt))
+    return torch.stack(idx, 1), torch.stack(active, 1)
+
+
+def single_assignment(logits: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    """Eq 7: softmax over centroids, keeping only each item's max entry."""
+    w = torch.softmax(logits, dim=dim)
+    return w * (logits == logits.max(dim=dim, keepdim=True).values).to(w.dtype)
+
+
+def route(e: torch.Tensor, c: torch.Tensor, item_mask: torch.Tensor, active: torch.Tensor, iters: int, sar: bool):
+    """Routing iterations: returns squashed centroids [B, K, d] and routing weights b [B, K, L].
+
+    Only the last iteration is differentiated (earlier ones refine the assignment without a graph),
+    the usual stop-gradient in capsule routing: same forward values, a cheaper backward.
+    """
+
+    def step(c, e):
+        logits = torch.einsum("bkd,bld->bkl", c, e)  # c_j^T e_i
+        logits = logits.masked_fill(~active.unsqueeze(-1), -1e9)  # inactive centroids take no item
+        b = single_assignment(logits) if sar else torch.softmax(logits, dim=1)  # Eq 7 / Eq 1
+        b = b * item_mask.unsqueeze(1).to(b.dtype)  # padding routes nowhere
+        return squash(torch.einsum("bkl,bld->bkd", b, e)), b  # Eq 2 + Eq 3
+
+    with torch.no_grad():
+        ed, cd = e.detach(), c.detach()
+        for _ in range(iters - 1):
+            cd, _ = step(cd, ed)
+    if iters > 1:
+        c = cd
+    return step(c, e)
+
+
+class DCMTower(nn.Module):
+    association = "argmax"  # Eq 8
+
+    def __init__(self, c: TowerConfig, item: nn.Module | None = None):
+        super().__init__()
+        self.c = c
+        self.summarize = history_encoder(c, item)
+        self.head = mlp(c.dim, c.hidden_dim, c.dim)
+
+    def forward(self, pre, missing, cat, creator, topic, ids, mask, valid, cond):
+        e = self.summarize(pre, missing, cat, creator, topic, ids)  # Eq 4, [B, L, d]
+        eligible = (mask & valid) if self.c.va_fpi else mask  # Eq 6 vs Eq 5
+        idx, active = farthest_point_init(e.detach(), eligible, mask, self.c.k)
+        c0 = e.gather(1, idx.unsqueeze(-1).expand(-1, -1, e.shape[-1]))
+        # Which history items the clusters are made of: with route_valid, only engaged items with valid features
+        # (not hides), as single and PinnerSage pool them; a user with none falls back to every slot.
+        members = mask
+        if self.c.route_valid:
+            members = torch.where((mask & valid).any(1, keepdim=True), mask & valid, mask)
+        c, b = route(e, c0, members, active, self.c.routing_iters, self.c.sar)
+        importance = b.sum(-1) * active.to(b.dtype)  # 3.5: cluster importance = sum_i b_ij
+        o = F.normalize(c + self.head(c), dim=-1)
+        return o, importance

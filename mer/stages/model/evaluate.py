@@ -1,0 +1,528 @@
+"""Stage 4: evaluate every model trained for ds (`mer evaluate`): towers and simple baselines alike.
+
+Two days are scored, each written with its `split` in eval_metrics:
+- val (the day before the eval day): what early stopping already saw; bless decides on it, so the
+  eval day never selects anything;
+- eval (ds): scored once per trained model, the figures we report.
+Per model: HR@K (max over a user's embeddings, exact search over the eval corpus) on all records and on
+*novel* records (the target is not in the user's own history), per segment; CR: HR@K and filtered
+HR@K with the logged condition, plus HR with K_ex sampled followed topics; served merge HR at
+cfg.eval.serve_budget; topic diversity; mean pairwise cosine of a user's embeddings; implicit (DCM) /
+explicit (CR) overlap and their merged union. Paired bootstrap intervals of every model's HR ratio vs
+single and vs the strongest simple baseline (picked on the val day) -> eval_intervals.
+-> eval_metrics, eval_intervals, eval_summary.md.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from mer.base.config import MerConfig
+from mer.base.contract import EVAL_INTERVALS, EVAL_METRICS
+from mer.base.errors import MerError, validate_ds
+from mer.base.io import write_partition, write_text_atomic
+from mer.stages.model.data import (
+    Batch,
+    Catalog,
+    corpus_rows,
+    item_probabilities,
+    load_catalog,
+    make_batch,
+    read_eval,
+)
+from mer.stages.model.intervals import paired_bootstrap_ratio, verdict
+from mer.stages.model.merge import importance_budgets, round_robin_merge
+from mer.stages.model.metrics import (
+    hit_rate,
+    mean_pairwise_cosine,
+    overlap,
+    positive_ranks,
+    topic_diversity,
+)
+from mer.stages.model.scoring import active_of, encode_items, encode_users
+
+log = logging.getLogger(__name__)
+SEGMENTS = ("all", "core", "non_core")
+SPLITS = ("val", "eval")
+INTERVAL_K = 100  # the HR@K the intervals and the bless decision use (cfg.eval.ks[0] by default)
+
+
+@dataclass
+class ModelEval:
+    name: str
+    model: str
+    variant: str
+    metrics: list[tuple[str, str, float]] = field(default_factory=list)  # (metric, segment, value)
+    served: list[list[int]] | None = None  # per eval record: merged candidate item rows (serve_budget)
+    top: list[list[int]] | None = None  # per eval record: merged top diversity_k
+    records: np.ndarray | None = None  # indexes of the scored records (CR: those with a logged condition)
+    ranks: np.ndarray | None = None  # rank of the positive for each of `records` (0 = best)
+    filtered_ranks: np.ndarray | None = None  # explicit models: the same records, candidates with the condition
+
+    def add(self, metric: str, values: np.ndarray | None, segments: np.ndarray, fn) -> None:
+        for seg in SEGMENTS:
+            where = None if seg == "all" else segments == seg
+            self.metrics.append((metric, seg, fn(where)))
+
+    def value(self, metric: str, segment: str = "all") -> float:
+        for m, s, v in self.metrics:
+            if m == metric and s == segment:
+                return v
+        return float("nan")
+
+
+def trained_models(cfg: MerConfig, ds: str) -> list[tuple[str, dict]]:
+    root = cfg.run_dir(ds) / "models"
+    if not root.is_dir():
+        return []
+    out = []
+    for d in sorted(root.iterdir()):
+        if d.is_dir() and not d.name.startswith(".") and (d / "config.json").is_file():
+            out.append((d.name, json.loads((d / "config.json").read_text())))
+    return out
+
+
+def corpus_topic_mask(catalog: Catalog, corpus: np.ndarray) -> torch.Tensor:
+    """[N, n_topics + 1] bool: corpus item n has topic index t (the explicit relevance filter, 3.3.3)."""
+    n_t = len(catalog.topic_vocab) + 1
+    m = np.zeros((len(corpus), n_t), dtype=bool)
+    for i, r in enumerate(corpus):
+        m[i, catalog.topics_of(r)] = True
+    m[:, 0] = False
+    return torch.from_numpy(m)
+
+
+@torch.no_grad()
+def served_lists(user: torch.Tensor, importance: torch.Tensor, active: torch.Tensor, corpus_emb: torch.Tensor,
+                 corpus: np.ndarray, budget: int, allowed: torch.Tensor | None = None, chunk: int = 256) -> list[list[int]]:
+    """Per record: per-embedding top-`budget` lists merged round-robin with importance budgets (3.5).
+
+    allowed [B, K, N] optionally restricts each embedding's candidates (CR relevance post-filter).
+    """
+    out: list[list[int]] = []
+    n = min(budget, corpus_emb.shape[0])
+    for s in range(0, user.shape[0], chunk):
+        scores = torch.einsum("bkd,nd->bkn", user[s:s + chunk], corpus_emb)
+        if allowed is not None:
+            scores = scores.masked_fill(~allowed[s:s + chunk], float("-inf"))
+        vals, idx = scores.topk(n, dim=-1)
+        idx, ok = idx.numpy(), torch.isfinite(vals).numpy()
+        for b in range(idx.shape[0]):
+            act = active[s + b].numpy()
+            ks = np.flatnonzero(act)
+            imp = importance[s + b].numpy()[ks]
+            lists = [corpus[idx[b, k][ok[b, k]]].tolist() for k in ks]
+            out.append(round_robin_merge(lists, importance_budgets(imp, budget), budget))
+    return out
+
+
+def served_hits(lists: list[list[int]], pos_rows: np.ndarray, k: int) -> np.ndarray:
+    return np.array([int(p) in set(lst[:k]) for lst, p in zip(lists, pos_rows)], dtype=bool)
+
+
+def _hr_metrics(ev: ModelEval, ranks: np.ndarray, segments: np.ndarray, ks: list[int], prefix: str = "hr",
+                novel: np.ndarray | None = None) -> None:
+    """HR@K per segment; with `novel`, also hr_novel@K (records whose target is not in the history)."""
+    for k in ks:
+        ev.add(f"{prefix}@{k}", ranks, segments, lambda w, k=k: hit_rate(ranks, k, w))
+        if novel is not None:
+            ev.add(f"{prefix}_novel@{k}", ranks, segments,
+                   lambda w, k=k: hit_rate(ranks, k, novel if w is None else (novel & w)))
+
+
+def _scored(ev: ModelEval, ranks: np.ndarray, batch: Batch, ks: list[int], records: np.ndarray | None = None) -> None:
+    """The model's main HR figures on `records` (default: all) and the per-record ranks kept for the intervals."""
+    records = np.arange(len(batch)) if records is None else records
+    _hr_metrics(ev, ranks, batch.segments[records], ks, novel=batch.novel()[records])
+    ev.records, ev.ranks = records, ranks
+
+
+def _served_metrics(ev: ModelEval, cfg: MerConfig, lists, batch: Batch, catalog: Catalog) -> None:
+    pos = batch.target_rows.numpy()
+    hits = served_hits(lists, pos, cfg.eval.serve_budget)
+    ev.add(f"hr_served@{cfg.eval.serve_budget}", hits, batch.segments,
+           lambda w: float(np.mean(hits if w is None else hits[w])) if (w is None or w.any()) else float("nan"))
+    dk = cfg.eval.diversity_k
+    ev.top = [lst[:dk] for lst in lists]
+    ev.served = lists
+    topic_of = {int(r): int(catalog.topic[r]) for r in np.unique(np.concatenate([np.asarray(x, dtype=np.int64) for x in ev.top] or [np.zeros(0, np.int64)]))}
+    for seg in SEGMENTS:
+        sel = [t for t, s in zip(ev.top, batch.segments) if seg == "all" or s == seg]
+        distinct, ent = topic_diversity(sel, topic_of)
+        ev.metrics.append((f"topic_distinct@{dk}", seg, distinct))
+        ev.metrics.append((f"topic_entropy@{dk}", seg, ent))
+
+
+def _conditioned_hr(ev: ModelEval, ranks: np.ndarray, batch: Batch, ks: list[int]) -> None:
+    """HR@K on the records CR is scored on (a logged source interest): the like-for-like baseline for CR."""
+    has = (batch.cond > 0).numpy()
+    for k in ks:
+        for seg in SEGMENTS:
+            w = has if seg == "all" else has & (batch.segments == seg)
+            ev.metrics.append((f"hr_cond@{k}", seg, hit_rate(ranks, k, w)))
+
+
+def evaluate_implicit(net, name: str, conf: dict, cfg: MerConfig, batch: Batch, catalog: Catalog,
+                      corpus: np.ndarray, full: bool = True) -> ModelEval:
+    ev = ModelEval(name, conf["model"], conf.get("variant") or "")
+    corpus_emb = encode_items(net, catalog, corpus)
+    user, imp = encode_users(net, batch.inputs)
+    active = active_of(net, imp)
+    pos = encode_items(net, catalog, batch.target_rows.numpy())
+    ranks = positive_ranks(user, active, pos, corpus_emb)
+    _scored(ev, ranks, batch, cfg.eval.ks)
+    _conditioned_hr(ev, ranks, batch, cfg.eval.ks)
+    if not full:
+        return ev
+    if user.shape[1] > 1:
+        for seg in SEGMENTS:
+            w = np.ones(len(batch), bool) if seg == "all" else batch.segments == seg
+            wt = torch.from_numpy(w)
+            ev.metrics.append(("mean_pairwise_cos", seg, mean_pairwise_cosine(user[wt], active[wt]) if w.any() else float("nan")))
+        ev.metrics.append(("active_embeddings", "all", float(active.sum(1).float().mean())))
+    lists = served_lists(user, imp * active, active, corpus_emb, corpus, cfg.eval.serve_budget)
+    _served_metrics(ev, cfg, lists, batch, catalog)
+    return ev
+
+
+def evaluate_pinnersage(conf: dict, cfg: MerConfig, batch: Batch, catalog: Catalog, corpus: np.ndarray,
+                        full: bool = True) -> ModelEval:
+    from mer.stages.model.pinnersage import embed_batch, item_space
+
+    ev = ModelEval("pinnersage", "pinnersage", "")
+    space = item_space(catalog)
+    user, imp = embed_batch(batch, catalog, int(conf["max_clusters"]), float(conf["decay_per_day"]))
+    active = imp > 0
+    active[:, 0] |= ~active.any(1)
+    corpus_emb = space[torch.from_numpy(corpus)]
+    ranks = positive_ranks(user, active, space[batch.target_rows], corpus_emb)
+    _scored(ev, ranks, batch, cfg.eval.ks)
+    _conditioned_hr(ev, ranks, batch, cfg.eval.ks)
+    if not full:
+        return ev
+    for seg in SEGMENTS:
+        w = torch.from_numpy(np.ones(len(batch), bool) if seg == "all" else batch.segments == seg)
+        ev.metrics.append(("mean_pairwise_cos", seg, mean_pairwise_cosine(user[w], active[w]) if w.any() else float("nan")))
+    ev.metrics.append(("active_embeddings", "all", float(active.sum(1).float().mean())))
+    lists = served_lists(user, imp, active, corpus_emb, corpus, cfg.eval.serve_budget)
+    _served_metrics(ev, cfg, lists, batch, catalog)
+    return ev
+
+
+def evaluate_baseline(name: str, conf: dict, cfg: MerConfig, ds: str, batch: Batch, catalog: Catalog,
+                      corpus: np.ndarray, tiebreak: np.ndarray, full: bool = True) -> ModelEval:
+    """A simple baseline (mer/stages/model/baselines.py) scored on the same records, corpus and HR rule as the towers.
+
+    Its scores tie often (a kNN score of 0), so ranks break ties by train popularity, never in the positive's
+    favour. The inverted index (explicit control) is scored like CR: with each record's logged condition on
+    the conditioned records (its candidates all carry the condition, so its HR is also its filtered HR), and
+    with the user's sampled followed topics (as CR serves) on all records.
+    """
+    from mer.stages.model.baselines import (
+        Records,
+        bind,
+        load_baseline,
+        ranks_from_scores,
+        top_lists,
+    )
+
+    ev = ModelEval(name, conf["model"], conf.get("variant") or "")
+    scorer = load_baseline(cfg.run_dir(ds) / "models" / name, catalog)
+    pos = batch.target_rows.numpy()
+    records = Records.from_batch(batch)
+    if conf["model"] == "inverted":
+        has = np.flatnonzero(records.cond > 0)
+        sub = Records(cond=records.cond[has])
+        ranks = ranks_from_scores(bind(scorer, sub), len(has), pos[has], corpus, tiebreak)
+        _scored(ev, ranks, batch, cfg.eval.ks, records=has)
+        _hr_metrics(ev, ranks, batch.segments[has], cfg.eval.ks, prefix="filtered_hr")
+        ev.filtered_ranks = ranks
+        ev.metrics.append(("conditioned_records", "all", float(len(has))))
+        if full:
+            from mer.stages.model.serving import followed_topics, sample_conditions
+
+            conds = sample_conditions(followed_topics(cfg, ds, catalog.topic_vocab), batch.user_ids, cfg.train.k_ex,
+                                      cfg.eval.seed)
+            fol = Records(followed=[catalog.topic_index(c) for c in conds])
+            granks = ranks_from_scores(bind(scorer, fol), len(batch), pos, corpus, tiebreak)
+            _hr_metrics(ev, granks, batch.segments, cfg.eval.ks, prefix="hr_followed")
+            _served_metrics(ev, cfg, top_lists(bind(scorer, fol), len(batch), corpus, tiebreak, cfg.eval.serve_budget),
+                            batch, catalog)
+        return ev
+    fn = bind(scorer, records)
+    ranks = ranks_from_scores(fn, len(batch), pos, corpus, tiebreak)
+    _scored(ev, ranks, batch, cfg.eval.ks)
+    _conditioned_hr(ev, ranks, batch, cfg.eval.ks)
+    if full:
+        _served_metrics(ev, cfg, top_lists(fn, len(batch), corpus, tiebreak, cfg.eval.serve_budget), batch, catalog)
+    return ev
+
+
+def evaluate_cr(net, name: str, conf: dict, cfg: MerConfig, ds: str, batch: Batch, eval_table: pa.Table,
+                catalog: Catalog, corpus: np.ndarray, full: bool = True) -> ModelEval:
+    from mer.stages.model.serving import (
+        embed_with_conditions,
+        followed_topics,
+        sample_conditions,
+    )
+
+    ev = ModelEval(name, conf["model"], conf.get("variant") or "")
+    corpus_emb = encode_items(net, catalog, corpus)
+    topic_mask = corpus_topic_mask(catalog, corpus)  # [N, T+1]
+    pos = encode_items(net, catalog, batch.target_rows.numpy())
+
+    # 1) the logged condition (source interest) of each conditioned eval record
+    cond = batch.cond
+    has = (cond > 0).numpy()
+    if has.any():
+        sel = torch.from_numpy(has)
+        inputs = tuple(x[sel] for x in batch.inputs)
+        user, _ = encode_users(net, inputs)
+        active = torch.ones(user.shape[:2], dtype=torch.bool)
+        ranks = positive_ranks(user, active, pos[sel], corpus_emb)
+        _scored(ev, ranks, batch, cfg.eval.ks, records=np.flatnonzero(has))
+        allowed = topic_mask[:, cond[sel]].T  # [b, N]: items whose topics contain the condition
+        franks = positive_ranks(user, active, pos[sel], corpus_emb, allowed=allowed)
+        _hr_metrics(ev, franks, batch.segments[has], cfg.eval.ks, prefix="filtered_hr")
+        ev.filtered_ranks = franks
+    ev.metrics.append(("conditioned_records", "all", float(has.sum())))
+    if not full:
+        return ev
+
+    # 2) serving: K_ex sampled followed topics per user, equal budgets, relevance post-filter
+    vocab = catalog.topic_vocab
+    conds = sample_conditions(followed_topics(cfg, ds, vocab), batch.user_ids, cfg.train.k_ex,
+                              cfg.eval.seed)
+    per_user = embed_with_conditions(net, catalog, eval_table, conds)
+    K = max(1, max((len(c) for c in conds), default=1))
+    user = torch.zeros(len(batch), K, net.c.dim)
+    active = torch.zeros(len(batch), K, dtype=torch.bool)
+    allowed = torch.zeros(len(batch), K, len(corpus), dtype=torch.bool)
+    for b, (c, e) in enumerate(zip(conds, per_user)):
+        user[b, : len(c)] = torch.from_numpy(e)
+        active[b, : len(c)] = True
+        if len(c):
+            allowed[b, : len(c)] = topic_mask[:, torch.from_numpy(catalog.topic_index(c))].T
+    ranks = positive_ranks(user, active, pos, corpus_emb)
+    ranks[~active.any(1).numpy()] = len(corpus)  # a user who follows nothing gets no explicit candidates
+    _hr_metrics(ev, ranks, batch.segments, cfg.eval.ks, prefix="hr_followed")
+    lists = served_lists(user, active.float(), active, corpus_emb, corpus, cfg.eval.serve_budget, allowed=allowed)
+    _served_metrics(ev, cfg, lists, batch, catalog)
+    return ev
+
+
+def combined(dcm: ModelEval, cr: ModelEval, cfg: MerConfig, batch: Batch) -> ModelEval:
+    """Implicit + explicit served together: half the budget each, round-robin, de-duplicated (3.4-3.5)."""
+    ev = ModelEval("dcm+cr", "dcm+cr", "")
+    budget = cfg.eval.serve_budget
+    half = [budget - budget // 2, budget // 2]
+    lists = [round_robin_merge([a, b], half, budget) for a, b in zip(dcm.served, cr.served)]
+    hits = served_hits(lists, batch.target_rows.numpy(), budget)
+    ev.add(f"hr_served@{budget}", hits, batch.segments,
+           lambda w: float(np.mean(hits if w is None else hits[w])) if (w is None or w.any()) else float("nan"))
+    for seg in SEGMENTS:
+        w = [seg == "all" or s == seg for s in batch.segments]
+        a = [x for x, keep in zip(dcm.top, w) if keep]
+        b = [x for x, keep in zip(cr.top, w) if keep]
+        ev.metrics.append((f"overlap@{cfg.eval.diversity_k}", seg, overlap(a, b)))
+        gain = ev.value(f"hr_served@{budget}", seg) - dcm.value(f"hr_served@{budget}", seg)
+        ev.metrics.append((f"gain_vs_dcm_served@{budget}", seg, gain))
+    return ev
+
+
+def eval_table(cfg: MerConfig, ds: str, split: str, catalog: Catalog) -> pa.Table:
+    table = read_eval(cfg, ds, cfg.eval.max_eval_records, cfg.eval.seed, split=split)
+    keep = catalog.rows(table.column("item_id").to_numpy().astype(np.int64)) > 0
+    table = table.filter(pa.array(keep))
+    if table.num_rows == 0:
+        raise MerError(f"table training_examples: no {split} rows with a known item in ds={ds}"
+                       + (" (the validation day: see build.val_days)" if split == "val" else ""))
+    return table
+
+
+def evaluate_split(cfg: MerConfig, ds: str, models: list[tuple[str, dict]], table: pa.Table, catalog: Catalog,
+                   corpus: np.ndarray, tiebreak: np.ndarray, full: bool) -> tuple[dict[str, ModelEval], Batch]:
+    """Every model on one split's records; also the records' batch at the configured history length."""
+    from mer.stages.model.train import load_model
+
+    batches: dict[int, Batch] = {}
+
+    def batch_for(length: int) -> Batch:
+        if length not in batches:
+            batches[length] = make_batch(table, catalog, length)
+        return batches[length]
+
+    results: dict[str, ModelEval] = {}
+    for name, conf in models:
+        if conf.get("kind") == "baseline":
+            results[name] = evaluate_baseline(name, conf, cfg, ds, batch_for(cfg.train.history_len), catalog, corpus,
+                                              tiebreak, full)
+            continue
+        if conf["model"] == "pinnersage":
+            results[name] = evaluate_pinnersage(conf, cfg, batch_for(cfg.train.history_len), catalog, corpus, full)
+            continue
+        net, conf = load_model(cfg.model_dir(ds, name))
+        if list(net.c.topic_vocab) != catalog.topic_vocab.tolist():
+            log.warning("model %s was trained with another topic vocabulary; skipped", name)
+            continue
+        b = batch_for(net.c.history_len)
+        if conf["model"] == "cr":
+            results[name] = evaluate_cr(net, name, conf, cfg, ds, b, table, catalog, corpus, full)
+        else:
+            results[name] = evaluate_implicit(net, name, conf, cfg, b, catalog, corpus, full)
+        log.info("evaluated %s", name)
+    if full and "dcm" in results and "cr" in results:
+        results["dcm+cr"] = combined(results["dcm"], results["cr"], cfg, batch_for(cfg.train.history_len))
+    return results, batch_for(cfg.train.history_len)
+
+
+def best_baseline(results: dict[str, ModelEval], k: int, names: list[str]) -> str | None:
+    """The strongest simple baseline by HR@k on the split given (the val day: chosen before the eval day is read)."""
+    scores = {n: results[n].value(f"hr@{k}") for n in names if n in results}
+    scores = {n: v for n, v in scores.items() if not math.isnan(v)}
+    return max(scores, key=lambda n: (scores[n], n)) if scores else None
+
+
+def comparisons(results: dict[str, ModelEval], best: str | None) -> list[tuple[str, str, str, str]]:
+    """(model, reference label, reference model, which ranks) pairs to put an interval on.
+
+    Implicit towers and baselines: vs single and vs the strongest simple baseline, on HR. The explicit models
+    (CR, the inverted index) are scored on the conditioned records: vs single on HR there, and on filtered HR
+    vs the explicit control (inverted) and CR-source vs CR-item (the association the paper argues for).
+    """
+    out = []
+    for name, ev in results.items():
+        if ev.ranks is None:
+            continue
+        if ev.model in ("cr", "inverted"):
+            out.append((name, "single", "single", "ranks"))
+            out += [(name, ref, ref, "filtered") for ref in ("inverted", "cr-item") if ref != name
+                    and not (ref == "cr-item" and ev.model == "inverted")]
+        else:
+            out += [(name, "single", "single", "ranks")] + ([(name, "best_baseline", best, "ranks")] if best else [])
+    return [c for c in out if c[2] in results and c[2] != c[0]]
+
+
+def intervals(results: dict[str, ModelEval], novel: np.ndarray, segments: np.ndarray, best: str | None,
+              k: int, seed: int, n_boot: int) -> list[dict]:
+    """Paired bootstrap 95% intervals of HR@k(model) / HR@k(reference), over the records both were scored on,
+    on all and novel records, per segment."""
+    rows = []
+    for name, ref_label, ref, kind in comparisons(results, best):
+        ev, other = results[name], results[ref]
+        ra, rb = (ev.ranks, other.ranks) if kind == "ranks" else (ev.filtered_ranks, other.filtered_ranks)
+        if ra is None or rb is None:
+            continue
+        common, ia, ib = np.intersect1d(ev.records, other.records, return_indices=True)
+        a, b = ra[ia] < k, rb[ib] < k
+        for subset in ("all", "novel"):
+            for seg in SEGMENTS:
+                w = np.ones(len(common), bool) if seg == "all" else segments[common] == seg
+                if subset == "novel":
+                    w &= novel[common]
+                ratio, lo, hi = paired_bootstrap_ratio(a[w], b[w], n_boot=n_boot, seed=seed)
+                rows.append({"name": name, "model": ev.model, "variant": ev.variant, "reference": ref_label,
+                             "reference_model": ref, "metric": f"{'hr' if kind == 'ranks' else 'filtered_hr'}@{k}",
+                             "records": subset, "segment": seg, "n": int(w.sum()),
+                             "value": float(a[w].mean()) if w.any() else float("nan"),
+                             "reference_value": float(b[w].mean()) if w.any() else float("nan"),
+                             "ratio": ratio, "lo": lo, "hi": hi})
+    return rows
+
+
+def run(cfg: MerConfig, ds: str) -> dict:
+    from mer.stages.model.train import set_threads
+
+    validate_ds(ds)
+    set_threads(cfg)
+    models = trained_models(cfg, ds)
+    if not models:
+        raise MerError(f"no trained model under {cfg.run_dir(ds) / 'models'}: run `mer train` first")
+    catalog = load_catalog(cfg, ds)
+    corpus = corpus_rows(cfg, ds, catalog)
+    prob = item_probabilities(cfg, ds, catalog)
+    tiebreak = np.zeros(catalog.n_rows) if prob is None else prob  # baselines' ties: train popularity first
+    k = cfg.eval.ks[0]
+    by_split, tables, batches = {}, {}, {}
+    for split in SPLITS:
+        tables[split] = eval_table(cfg, ds, split, catalog)
+        # The val day: the HR figures bless and the baseline choice need; the eval day: everything, once.
+        by_split[split], batches[split] = evaluate_split(cfg, ds, models, tables[split], catalog, corpus, tiebreak,
+                                         full=split == "eval")
+    results = by_split["eval"]
+    best = best_baseline(by_split["val"], k, cfg.eval.simple_baselines)
+    eb = batches["eval"]
+    iv = intervals(results, eb.novel(), eb.segments, best, k, cfg.eval.seed, cfg.eval.bootstrap_samples)
+
+    rows = [{"model": ev.model, "variant": ev.variant, "split": split, "metric": m, "segment": s, "value": float(v)}
+            for split, res in by_split.items() for ev in res.values() for m, s, v in ev.metrics]
+    write_partition(cfg.table("eval_metrics"), ds, pa.Table.from_pylist(rows, schema=EVAL_METRICS))
+    write_partition(cfg.table("eval_intervals"), ds, pa.Table.from_pylist(
+        [{k_: r[k_] for k_ in EVAL_INTERVALS.names} for r in iv], schema=EVAL_INTERVALS))
+    summary = write_summary(cfg, ds, results, by_split["val"], iv, best, tables["eval"].num_rows, len(corpus))
+    return {"ds": ds, "records": tables["eval"].num_rows, "val_records": tables["val"].num_rows,
+            "corpus": len(corpus), "models": list(results), "best_baseline": best, "summary": str(summary),
+            "metrics": {n: {f"{m}/{s}": (None if math.isnan(v) else round(v, 4)) for m, s, v in ev.metrics
+                            if s == "all"} for n, ev in results.items()}}
+
+
+def summary_table(results: dict[str, ModelEval], cfg: MerConfig) -> tuple[list[str], list[list[str]]]:
+    ks, b, dk = cfg.eval.ks, cfg.eval.serve_budget, cfg.eval.diversity_k
+    cols = ([f"hr@{k}" for k in ks] + [f"hr_novel@{ks[0]}", f"hr@{ks[0]} core", f"hr@{ks[0]} non_core",
+            f"filtered_hr@{ks[0]}", f"hr_followed@{ks[0]}", f"hr_served@{b}", f"topic_distinct@{dk}",
+            "mean_pairwise_cos"])
+    rows = []
+    for name, ev in results.items():
+        vals = []
+        for c in cols:
+            metric, _, seg = c.partition(" ")
+            v = ev.value(metric, seg or "all")
+            vals.append("" if math.isnan(v) else f"{v:.4f}")
+        rows.append([name] + vals)
+    return ["model"] + cols, rows
+
+
+def interval_lines(iv: list[dict], segment: str = "all") -> list[str]:
+    lines = ["| model | vs | records | n | HR | reference HR | ratio [95% CI]: verdict |", "|---|---|---|---|---|---|---|"]
+    for r in iv:
+        if r["segment"] != segment:
+            continue
+        lines.append(f"| {r['name']} | {r['reference']} ({r['reference_model']}) | {r['records']} | {r['n']} | "
+                     f"{r['value']:.4f} | {r['reference_value']:.4f} | {verdict(r['ratio'], r['lo'], r['hi'])} |")
+    return lines
+
+
+def write_summary(cfg: MerConfig, ds: str, results: dict[str, ModelEval], val: dict[str, ModelEval],
+                  iv: list[dict], best: str | None, n_records: int, n_corpus: int) -> Path:
+    head, rows = summary_table(results, cfg)
+    k = cfg.eval.ks[0]
+    lines = [f"# Evaluation ds={ds}", "", f"{n_records} eval records (the eval day, scored once), corpus of {n_corpus} "
+             "items; HR scores an item by the max over the user's embeddings; hr_novel: records whose target is not "
+             "in the user's own history. CR / inverted HR and filtered HR: records with a logged source interest, "
+             "scored with that condition; hr_followed: K_ex sampled followed topics.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    lines += ["", f"## Who won (HR@{k}, eval day, paired bootstrap over records, {cfg.eval.bootstrap_samples} resamples)",
+              "", f"Strongest simple baseline on the validation day: **{best or 'none trained'}**. Ratios of HR@{k}; "
+              "an interval that excludes 1 is a difference; one that contains 1 is not shown to be.", ""]
+    lines += interval_lines(iv)
+    lines += ["", f"Validation day HR@{k} (what bless decided on): " + ", ".join(
+        f"{n} {ev.value(f'hr@{k}'):.4f}" for n, ev in val.items() if not math.isnan(ev.value(f"hr@{k}")))]
+    if "dcm+cr" in results:
+        ev = results["dcm+cr"]
+        b, dk = cfg.eval.serve_budget, cfg.eval.diversity_k
+        lines += ["", "## Implicit + explicit", "", "| segment | hr_served (dcm+cr) | gain vs dcm alone | overlap |",
+                  "|---|---|---|---|"]
+        for seg in SEGMENTS:
+            lines.append(f"| {seg} | {ev.value(f'hr_served@{b}', seg):.4f} | "
+                         f"{ev.value(f'gain_vs_dcm_served@{b}', seg):+.4f} | {ev.value(f'overlap@{dk}', seg):.4f} |")
+    path = cfg.run_dir(ds) / "eval_summary.md"
+    write_text_atomic(path, "\n".join(lines) + "\n")
+    return path

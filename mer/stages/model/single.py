@@ -1,0 +1,33 @@
+"""Single-embedding two-tower baseline: attention + mean pooling of history item reps, then an MLP (K = 1)."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from mer.stages.model.item_tower import (
+    TowerConfig,
+    history_encoder,
+    masked_mean,
+    masked_softmax,
+    mlp,
+)
+
+
+class SingleTower(nn.Module):
+    association = "argmax"  # K = 1: the association is trivial
+
+    def __init__(self, c: TowerConfig, item: nn.Module | None = None):
+        super().__init__()
+        self.c = c
+        self.summarize = history_encoder(c, item)
+        self.attn = nn.Linear(c.dim, 1)
+        self.head = mlp(2 * c.dim, c.hidden_dim, c.dim)
+
+    def forward(self, pre, missing, cat, creator, topic, ids, mask, valid, cond):
+        e = self.summarize(pre, missing, cat, creator, topic, ids)  # [B, L, d]
+        use = mask & valid
+        w = masked_softmax(self.attn(torch.tanh(e)).squeeze(-1), use, dim=1)  # [B, L]
+        pooled = torch.cat([(w.unsqueeze(-1) * e).sum(1), masked_mean(e, use)], dim=-1)
+        o = F.normalize(self.head(pooled), dim=-1).unsqueeze(1)  # [B, 1, d]
+        return o, torch.ones(o.shape[:2], dtype=o.dtype)

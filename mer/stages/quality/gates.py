@@ -1,0 +1,159 @@
+"""`mer check STAGE`: Great Expectations gates for raw | training | embeddings.
+
+- raw: the validated logs of the run (``clean_engagement_log``, ``clean_source_interest_log``,
+  what the build reads): ids not null, actions known, event_ts on its day, items in the
+  catalog, source-interest ids known topics, keys unique.
+- training: ``training_examples``: ids not null, enums (segment, split, action), join rate of
+  positives to source-interest rows within [join_rate_min, join_rate_max], condition ids known
+  topics, every history timestamp before its event.
+- embeddings: ``item_embeddings``: one row per catalog item (per model version), finite values,
+  L2 norm within 1e-3 of 1, dimension == train.embed_dim.
+
+GX runs in an ephemeral context over pandas frames (mer/stages/quality/frames.py says what is
+derived and sampled). Results: ``<quality_dir>/ds=<ds>/<stage>.json`` and Data Docs HTML under
+``<quality_dir>/data_docs``. A failed suite raises DataQualityError listing every failed
+expectation with its column and observed value.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from mer.base.config import MerConfig
+from mer.base.errors import DataQualityError, MerError, validate_ds
+from mer.base.io import jsonable, write_json_atomic
+
+STAGES = ("raw", "training", "embeddings")
+
+
+def _context(docs_dir: Path):
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    ctx = gx.get_context(mode="ephemeral")
+    ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
+    ctx.add_data_docs_site(
+        site_name="mer",
+        site_config={
+            "class_name": "SiteBuilder",
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+        },
+    )
+    return ctx
+
+
+def _observed(result: dict) -> object:
+    if result.get("observed_value") is not None:
+        return result["observed_value"]
+    if "unexpected_count" in result:
+        return {"unexpected_count": result.get("unexpected_count"),
+                "examples": list(result.get("partial_unexpected_list") or [])[:5]}
+    return None
+
+
+# Derived check columns (mer/stages/quality/frames.py) in words, and the config knob behind a bound.
+MEANING = {
+    "has_condition": "join rate of positive engagements to source_interest_log",
+    "emb_finite": "embeddings with NaN/inf values",
+    "emb_norm": "embedding L2 norm",
+    "emb_dim": "embedding dimension",
+}
+BOUND_NAMES = {"has_condition": ("build.join_rate_min", "build.join_rate_max")}
+
+
+def describe_failure(table: str, r: dict) -> str:
+    column = r.get("column") or ",".join(r.get("column_list") or []) or "-"
+    out = f"{table}: {r['expectation']} (column {column}) observed {r['observed']}"
+    meaning = MEANING.get(column)
+    lo, hi = r.get("min_value"), r.get("max_value")
+    if lo is not None or hi is not None:
+        lo_name, hi_name = BOUND_NAMES.get(column, ("min", "max"))
+        bounds = f"expected {lo_name}={lo} <= value <= {hi_name}={hi}"
+        meaning = f"{meaning}; {bounds}" if meaning else bounds
+    return f"{out} [{meaning}]" if meaning else out
+
+
+def validate_frame(ctx, stage: str, frame, expectations: list, ds: str) -> list[dict]:
+    """One table through one suite via a Checkpoint (which also updates Data Docs)."""
+    import great_expectations as gx
+    from great_expectations.checkpoint import UpdateDataDocsAction
+
+    name = f"{stage}-{frame.table}"
+    asset = ctx.data_sources.add_pandas(name).add_dataframe_asset(frame.table)
+    batch = asset.add_batch_definition_whole_dataframe(ds)
+    suite = ctx.suites.add(gx.ExpectationSuite(name=name))
+    for exp in expectations:
+        suite.add_expectation(exp)
+    vd = ctx.validation_definitions.add(gx.ValidationDefinition(name=name, data=batch, suite=suite))
+    checkpoint = ctx.checkpoints.add(
+        gx.Checkpoint(
+            name=name,
+            validation_definitions=[vd],
+            actions=[UpdateDataDocsAction(name="data_docs", site_names=["mer"])],
+            result_format={"result_format": "SUMMARY"},
+        )
+    )
+    run = checkpoint.run(batch_parameters={"dataframe": frame.df})
+    out = []
+    for vr in run.run_results.values():
+        for r in vr.results:
+            kw = r.expectation_config.kwargs
+            out.append(
+                jsonable(
+                    {
+                        "expectation": r.expectation_config.type,
+                        "column": kw.get("column"),
+                        "column_list": kw.get("column_list"),
+                        "min_value": kw.get("min_value"),
+                        "max_value": kw.get("max_value"),
+                        "success": bool(r.success),
+                        "observed": _observed(r.result or {}),
+                    }
+                )
+            )
+    return out
+
+
+def run(cfg: MerConfig, ds: str, stage: str) -> dict:
+    from mer.stages.quality.frames import FRAMES
+    from mer.stages.quality.suites import SUITES
+
+    validate_ds(ds)
+    if stage not in STAGES:
+        raise MerError(f"unknown quality stage {stage!r}: expected one of {', '.join(STAGES)}")
+    t0 = time.perf_counter()
+    frames = FRAMES[stage](cfg, ds)
+    docs_dir = cfg.quality_dir / "data_docs"
+    ctx = _context(docs_dir)
+    tables, failures = {}, []
+    for frame in frames:
+        results = validate_frame(ctx, stage, frame, SUITES[frame.table](cfg, frame), ds)
+        failed = [r for r in results if not r["success"]]
+        failures += [describe_failure(frame.table, r) for r in failed]
+        tables[frame.table] = {
+            "rows": frame.rows,
+            "checked_rows": len(frame.df),
+            "expectations": len(results),
+            "failed": len(failed),
+            "results": results,
+        }
+    summary = {
+        "ds": ds,
+        "stage": stage,
+        "success": not failures,
+        "tables": tables,
+        "failures": failures,
+        "data_docs": str(docs_dir / "index.html"),
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    write_json_atomic(cfg.quality_dir / f"ds={ds}" / f"{stage}.json", summary)
+    if failures:
+        raise DataQualityError(
+            f"quality gate {stage!r} failed for ds={ds} ({len(failures)} expectation(s)): " + "; ".join(failures)
+        )
+    return {k: v for k, v in summary.items() if k != "tables"} | {
+        "tables": {t: {k: v for k, v in d.items() if k != "results"} for t, d in tables.items()}
+    }

@@ -1,0 +1,316 @@
+"""Stage 5: the whole item catalog through each served model's item tower (``mer infer``).
+
+Spark schedules the work; the bytes never cross the JVM. The latest ``item_features`` snapshot at
+or before ``ds`` is cut into slices (file, row group, row range) on the driver from Parquet
+metadata; one Spark task per slice reads it with pyarrow in its Python worker, runs every served
+tower over it batch by batch (the towers are loaded once per worker process and cached) and writes
+one Parquet file of embeddings into a staging folder. When every task has finished, the staging
+folder replaces partition ``ds`` of warehouse ``item_embeddings`` (model_version, item_id,
+embedding) in one rename, so a re-run replaces exactly its own partition and a failed run leaves
+the previous one in place. A retried task rewrites the same file name.
+
+Why not ``spark.read.parquet(...).mapInArrow(...).write.parquet(...)``: on the reference machine
+the JVM's row <-> Arrow conversion of the list columns (32 floats in, 64 floats out per item and
+model) and Spark's Parquet writer cost more CPU than the tower itself (bench/RESULTS.md).
+"""
+from __future__ import annotations
+
+import importlib
+import math
+import os
+import shutil
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from mer.base.config import MerConfig
+from mer.base.contract import ITEM_EMBEDDINGS, ITEM_FEATURES
+from mer.base.errors import ContractError, validate_ds
+from mer.base.io import (
+    latest_partition,
+    partition_dir,
+    read_partition,
+    swap_in,
+    write_json_atomic,
+)
+from mer.stages.index import towers
+from mer.stages.spark_jobs.warehouse import check_schema
+
+OUT_SCHEMA_DDL = "model_version string, item_id bigint, embedding array<float>"
+RESULT_DDL = "task int, model_version string, rows bigint, file string, cpu_seconds double"
+RESULT_SCHEMA = pa.schema([("task", pa.int32()), ("model_version", pa.string()), ("rows", pa.int64()),
+                          ("file", pa.string()), ("cpu_seconds", pa.float64())])
+ROWS_PER_TASK = 250_000  # a slice re-decodes its row group from the start: few, large slices
+TASKS_PER_CORE = 2  # enough slices that a slow core (shared machine) does not hold the stage
+EAGER_SAMPLE = 256
+# Embeddings never repeat: dictionary-encoding them only costs time (4x the write); nobody prunes on
+# min/max of embedding values, so no statistics for them either.
+PARQUET_OPTIONS = dict(compression="snappy", use_dictionary=["model_version"], write_statistics=["model_version", "item_id"])
+
+# One encoder per (serving module, model folder) per Python worker process.
+_ENCODERS: dict[tuple[str, str], object] = {}
+
+
+def cached_encoder(module: str, model_dir: str, threads: int = 1):
+    key = (module, model_dir)
+    if key not in _ENCODERS:
+        _ENCODERS[key] = importlib.import_module(module).load_item_encoder(model_dir)
+        if "torch" in sys.modules:
+            # Spark already runs one worker per task slot; a tower using every core in each oversubscribes.
+            sys.modules["torch"].set_num_threads(threads)
+    return _ENCODERS[key]
+
+
+def encoder_columns(encoders) -> list[str]:
+    """item_features columns to read: item_id + what the encoders declare (all features when one does not)."""
+    want = {"item_id"}
+    for enc in encoders:
+        want.update(getattr(enc, "columns", None) or ITEM_FEATURES.names)
+    return [n for n in ITEM_FEATURES.names if n in want]
+
+
+def encode_batch(enc, batch: pa.RecordBatch) -> np.ndarray:
+    """The Arrow path when the encoder has one (no pandas, no per-row Python), else pandas."""
+    if hasattr(enc, "encode_arrow"):
+        return enc.encode_arrow(batch)
+    return enc.encode(batch.to_pandas())
+
+
+def _constant_strings(value: str, n: int) -> pa.Array:
+    data = value.encode()
+    offsets = np.arange(n + 1, dtype=np.int32) * len(data)
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data * n))
+
+
+def embeddings_batch(model_version: str, item_ids: pa.Array, emb: np.ndarray) -> pa.RecordBatch:
+    """ITEM_EMBEDDINGS rows from a [n, d] array: list<float> built on the flat buffer, no Python lists."""
+    emb = np.ascontiguousarray(emb, dtype=np.float32)
+    n, d = emb.shape
+    values = pa.ListArray.from_arrays(pa.array(np.arange(0, n * d + 1, d, dtype=np.int32)), pa.array(emb.reshape(-1)),
+                                      pa.list_(pa.float32()))
+    return pa.RecordBatch.from_arrays([_constant_strings(model_version, n), item_ids.cast(pa.int64()), values],
+                                      schema=ITEM_EMBEDDINGS)
+
+
+# ---------------------------------------------------------------- the plan: slices of the snapshot
+@dataclass(frozen=True)
+class Slice:
+    task: int
+    path: str
+    row_group: int
+    start: int  # rows [start, stop) of the row group
+    stop: int
+
+
+def plan_slices(snapshot_dir: Path, snapshot: str, columns: list[str], parallelism: int) -> tuple[list[Slice], int]:
+    """Cut the snapshot into about TASKS_PER_CORE slices per core (at most ROWS_PER_TASK rows each).
+
+    The contract is checked here, from the footers, so a drifted snapshot fails on the driver
+    naming the column, not in a worker.
+    """
+    files = sorted(p for p in Path(snapshot_dir).glob("*.parquet") if not p.name.startswith((".", "_")))
+    wanted = pa.schema([ITEM_FEATURES.field(c) for c in columns])
+    metas = []
+    for f in files:
+        md = pq.read_metadata(f)
+        check_schema("item_features", f"{snapshot} (file {f.name})", md.schema.to_arrow_schema(), wanted)
+        metas.append((f, md))
+    groups = [(str(f), g, md.row_group(g).num_rows) for f, md in metas for g in range(md.num_row_groups)]
+    groups = [x for x in groups if x[2] > 0]
+    total = sum(n for _, _, n in groups)
+    if not groups:
+        return [], 0
+    want_tasks = max(TASKS_PER_CORE * parallelism, math.ceil(total / ROWS_PER_TASK))
+    slices = []
+    for path, g, n in groups:
+        k = max(1, min(n, round(want_tasks * n / total)), math.ceil(n / ROWS_PER_TASK))
+        bounds = np.linspace(0, n, k + 1).round().astype(int)
+        slices += [Slice(len(slices) + i, path, g, int(a), int(b)) for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:]))]
+    return slices, total
+
+
+def read_slice(s: Slice, columns: list[str], batch_rows: int) -> Iterator[pa.RecordBatch]:
+    """Rows [start, stop) of one row group, as record batches of at most batch_rows, cast to the contract."""
+    want = pa.schema([ITEM_FEATURES.field(c) for c in columns])
+    pos = 0
+    for b in pq.ParquetFile(s.path).iter_batches(batch_size=batch_rows, row_groups=[s.row_group], columns=columns,
+                                                 use_threads=False):
+        lo, hi = max(s.start - pos, 0), min(s.stop - pos, b.num_rows)
+        pos += b.num_rows
+        if hi > lo:
+            b = b.slice(lo, hi - lo)
+            if not b.schema.equals(want):
+                b = pa.Table.from_batches([b]).select(columns).cast(want).combine_chunks().to_batches()[0]
+            yield b
+        if pos >= s.stop:
+            break
+
+
+def encode_slices(module: str, models: dict[str, tuple[str, str]], slices: list[Slice], columns: list[str],
+                  out_dir: str, batch_rows: int, threads: int = 1) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    """mapInArrow body over a frame of slice numbers: read the slice, every tower, one Parquet file per slice."""
+
+    def encode(tasks: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        cpu0 = time.process_time()  # this worker's CPU for the slice (the first one also loads the towers)
+        encoders = [(cached_encoder(module, d, threads), v) for d, v in models.values()]
+        for t in tasks:
+            for task in t.column(0).to_pylist():
+                s = slices[task]
+                final = Path(out_dir) / f"part-{task:05d}.parquet"
+                tmp = Path(out_dir) / f".part-{task:05d}-{uuid.uuid4().hex[:8]}.tmp"
+                rows = {v: 0 for _, v in encoders}
+                try:
+                    with pq.ParquetWriter(tmp, ITEM_EMBEDDINGS, **PARQUET_OPTIONS) as w:
+                        for batch in read_slice(s, columns, batch_rows):
+                            ids = batch.column("item_id")
+                            for enc, version in encoders:
+                                w.write_batch(embeddings_batch(version, ids, encode_batch(enc, batch)))
+                                rows[version] += batch.num_rows
+                    os.replace(tmp, final)  # a retried task replaces its own file
+                except BaseException:
+                    tmp.unlink(missing_ok=True)
+                    raise
+                cpu = time.process_time() - cpu0
+                cpu0 += cpu
+                yield pa.RecordBatch.from_pydict(
+                    {"task": [task] * len(rows), "model_version": list(rows), "rows": list(rows.values()),
+                     "file": [final.name] * len(rows), "cpu_seconds": [cpu / len(rows)] * len(rows)},
+                    schema=RESULT_SCHEMA,
+                )
+
+    return encode
+
+
+# ---------------------------------------------------------------- DataFrame in, DataFrame out
+def encode_partition(module: str, models: dict[str, tuple[str, str]], threads: int = 1) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    """mapInArrow body over item_features rows: each Arrow batch through every served tower."""
+
+    def encode(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        encoders = [(cached_encoder(module, d, threads), v) for d, v in models.values()]
+        for batch in batches:
+            if batch.num_rows == 0:
+                continue
+            for enc, version in encoders:
+                yield embeddings_batch(version, batch.column("item_id"), encode_batch(enc, batch))
+
+    return encode
+
+
+def encode_catalog(items_df, module: str, models: dict[str, tuple[str, str]]):
+    """DataFrame of item_features -> DataFrame of item_embeddings for every served model.
+
+    For a catalog that is already a DataFrame; ``run`` reads and writes the tables without the JVM.
+    """
+    return items_df.mapInArrow(encode_partition(module, models), OUT_SCHEMA_DDL)
+
+
+def eager_max_abs_diff(cfg: MerConfig, ds: str, snapshot: str, module: str, models: dict[str, tuple[str, str]], n: int, seed: int) -> dict[str, float]:
+    """Largest |spark - eager| over a seeded sample of items, per model (the two paths must agree)."""
+    import pyarrow.dataset as pads
+
+    feats = read_partition(cfg.raw_table("item_features"), snapshot)
+    rng = np.random.default_rng(seed)
+    pick = np.sort(rng.choice(feats.num_rows, min(n, feats.num_rows), replace=False))
+    sample = feats.take(pa.array(pick))
+    written = pads.dataset(partition_dir(cfg.table("item_embeddings"), ds), format="parquet")
+    diffs = {}
+    for name, (model_dir, version) in models.items():
+        enc = importlib.import_module(module).load_item_encoder(model_dir)
+        eager = np.asarray(enc.encode(sample.to_pandas()), dtype=np.float32)
+        got = written.to_table(
+            filter=(pc.field("model_version") == version) & pc.field("item_id").isin(sample.column("item_id")),
+            columns=["item_id", "embedding"],
+        )
+        by_id = {int(i): np.asarray(e, dtype=np.float32) for i, e in zip(got.column("item_id").to_pylist(), got.column("embedding").to_pylist())}
+        ids = sample.column("item_id").to_pylist()
+        missing = [i for i in ids if i not in by_id]
+        if missing:
+            raise ContractError(f"table item_embeddings: item_id={missing[0]} missing for model_version={version!r}")
+        spark_emb = np.stack([by_id[i] for i in ids])
+        diffs[name] = float(np.max(np.abs(spark_emb - eager))) if len(ids) else 0.0
+    return diffs
+
+
+def quality_gate(cfg: MerConfig, ds: str) -> object:
+    """The Great Expectations gate for item_embeddings lives with the quality engineer; call it if present."""
+    try:
+        gates = importlib.import_module("mer.stages.quality.gates")
+    except ImportError:
+        return "skipped (mer.stages.quality.gates not available)"
+    return gates.run(cfg, ds, "embeddings")
+
+
+def run(cfg: MerConfig, ds: str) -> dict:
+    import pyarrow.dataset as pads
+
+    from mer.stages.spark_jobs.session import get_spark
+
+    validate_ds(ds)
+    t0 = time.perf_counter()
+    module = towers.serving_module_name()
+    srv = towers.serving(module)
+    served = towers.served_models(cfg, ds, module)
+    loaded = {m: srv.load_item_encoder(str(p)) for m, p in served.items()}
+    models = {m: (str(served[m]), enc.model_version) for m, enc in loaded.items()}
+    columns = encoder_columns(loaded.values())
+
+    snapshot = latest_partition(cfg.raw_table("item_features"), ds)
+    spark = get_spark(cfg, app_name="mer-item-inference")
+    parallelism = spark.sparkContext.defaultParallelism
+    threads = max(1, int(spark.conf.get("spark.task.cpus", "1")))
+    batch_rows = max(1, int(spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch", "10000")))
+    slices, n_items = plan_slices(partition_dir(cfg.raw_table("item_features"), snapshot), snapshot, columns, parallelism)
+    if n_items == 0:
+        raise ContractError(f"table item_features: snapshot ds={snapshot} is empty")
+
+    final = partition_dir(cfg.table("item_embeddings"), ds)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = final.parent / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"  # hidden from Spark / pyarrow readers
+    staging.mkdir()
+    t_job = time.perf_counter()
+    try:
+        fn = encode_slices(module, models, slices, columns, str(staging), batch_rows, threads)
+        done = spark.range(0, len(slices), 1, len(slices)).mapInArrow(fn, RESULT_DDL).collect()
+        missing = sorted({s.task for s in slices} - {r["task"] for r in done})
+        if missing:
+            raise ContractError(f"table item_embeddings: slice {missing[0]} of the snapshot produced no output")
+        swap_in(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    write_s = time.perf_counter() - t_job
+
+    # Counted from what was written, not from what the tasks said they wrote.
+    written = pads.dataset(final, format="parquet").to_table(columns=["model_version"]).column("model_version")
+    rows = {str(v): int(c) for v, c in zip(*(x.to_pylist() for x in pc.value_counts(written).flatten()))} if len(written) else {}
+    diffs = eager_max_abs_diff(cfg, ds, snapshot, module, models, EAGER_SAMPLE, cfg.train.seed)
+    versions = {m: v for m, (_, v) in models.items()}
+    summary = {
+        "ds": ds,
+        "snapshot_ds": snapshot,
+        "items": int(n_items),
+        "versions": versions,
+        "rows": {m: int(rows.get(v, 0)) for m, v in versions.items()},
+        "partitions": len(slices),
+        "eager_sample": min(EAGER_SAMPLE, n_items),
+        "max_abs_diff_vs_eager": diffs,
+        "seconds": round(time.perf_counter() - t0, 2),
+        "encode_seconds": round(write_s, 2),
+        "items_per_s": round(n_items * len(models) / max(write_s, 1e-9), 1),
+        # CPU of the Python workers (read + features + towers + write), independent of other load on the machine
+        "worker_cpu_seconds": round(sum(r["cpu_seconds"] for r in done), 2),
+    }
+    for m, v in versions.items():
+        if summary["rows"][m] != n_items:
+            raise ContractError(f"table item_embeddings: {summary['rows'][m]} rows for model_version={v!r}, expected {n_items}")
+    write_json_atomic(cfg.run_dir(ds) / "item_inference.json", summary)
+    summary["quality"] = quality_gate(cfg, ds)
+    return summary
