@@ -76,30 +76,42 @@ class Store:
         return f"s3://{self.bucket}/{key}"
 
     def _call(self, what: str, key: str, fn, *args, **kwargs):
+        from boto3.exceptions import Boto3Error
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             return fn(*args, **kwargs)
         except ClientError as exc:
             raise StorageError(f"object storage: {what} {self.url(key)} failed: {_error_code(exc)} {exc}") from None
-        except BotoCoreError as exc:
+        except (BotoCoreError, Boto3Error) as exc:  # Boto3Error: the transfer manager's S3UploadFailedError
             raise StorageError(f"object storage: {what} {self.url(key)} failed: {exc}") from None
 
     # ---- bucket
     def ensure_bucket(self) -> None:
+        """Check the bucket by listing one key under our prefix (create it only where that is allowed).
+
+        Not HeadBucket: AWS authorises HeadBucket as ``s3:ListBucket`` with no ``s3:prefix``, which the
+        least-privilege policy (listing only under the prefix, docker/iam-policy.json) denies."""
         from botocore.exceptions import ClientError
 
         try:
-            self.client.head_bucket(Bucket=self.bucket)
+            self.client.list_objects_v2(Bucket=self.bucket, Prefix=f"{self.prefix}/", MaxKeys=1)
         except ClientError as exc:
             if _error_code(exc) not in ("404", "NoSuchBucket", "NotFound"):
-                raise StorageError(f"object storage: bucket {self.bucket} not usable: {exc}") from None
+                raise StorageError(f"object storage: bucket {self.bucket} not usable under {self.prefix!r}: "
+                                   f"{_error_code(exc)} (check the credentials' policy)") from None
             kwargs = {}
             if self.cfg.publish.region != "us-east-1":
                 kwargs["CreateBucketConfiguration"] = {"LocationConstraint": self.cfg.publish.region}
             self._call("create bucket", "", self.client.create_bucket, Bucket=self.bucket, **kwargs)
         except Exception as exc:  # endpoint down, DNS: say which endpoint
             raise StorageError(f"object storage: endpoint {endpoint_url(self.cfg) or 'AWS'} unreachable: {exc}") from None
+
+    def exists(self, key: str) -> bool:
+        """Whether ``key`` exists, by listing (allowed under the prefix) rather than by a GET/HEAD that
+        AWS answers 403, not 404, for a missing key when the caller lacks an unconditioned ListBucket."""
+        resp = self._call("list", key, self.client.list_objects_v2, Bucket=self.bucket, Prefix=key, MaxKeys=1)
+        return any(o["Key"] == key for o in resp.get("Contents", []))
 
     # ---- objects
     def upload_file(self, path: Path, key: str, sha256: str) -> None:
@@ -132,6 +144,8 @@ class Store:
         except ClientError as exc:
             if _error_code(exc) in ("NoSuchKey", "404", "NotFound"):
                 return None
+            if _error_code(exc) in ("AccessDenied", "403") and not self.exists(key):
+                return None  # AWS says 403 for a missing key to callers without bucket-wide listing
             raise StorageError(f"object storage: get {self.url(key)} failed: {exc}") from None
 
     def get_json(self, key: str) -> dict | None:
@@ -145,6 +159,8 @@ class Store:
             return self.client.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
         except ClientError as exc:
             if _error_code(exc) in ("NoSuchKey", "404", "NotFound"):
+                return None
+            if _error_code(exc) in ("AccessDenied", "403") and not self.exists(key):
                 return None
             raise StorageError(f"object storage: head {self.url(key)} failed: {exc}") from None
 
@@ -168,9 +184,14 @@ class Store:
         if not prefix.startswith(self.prefix + "/") or prefix.rstrip("/") == self.prefix:
             raise StorageError(f"object storage: refusing to delete {prefix!r} (not a version under {self.prefix!r})")
         keys = list(self.list(prefix))
-        for start in range(0, len(keys), 1000):
-            batch = [{"Key": k} for k in keys[start : start + 1000]]
-            self._call("delete", prefix, self.client.delete_objects, Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+        # One DeleteObject per key: each is authorised against the key's own ARN (the policy grants
+        # s3:DeleteObject under the prefix only); a batch DeleteObjects answers 200 with per-key errors,
+        # which some servers (moto) authorise against the bucket ARN and would silently not delete.
+        for key in keys:
+            self._call("delete", key, self.client.delete_object, Bucket=self.bucket, Key=key)
+        left = self.list(prefix)
+        if left:
+            raise StorageError(f"object storage: delete {self.url(prefix)} left {len(left)} object(s), e.g. {next(iter(left))}")
         return len(keys)
 
 
