@@ -39,39 +39,39 @@ def _assert_not_published(store, run_id, latest_before):
 
 
 # ---------------------------------------------------------------- model regression
-def _eval_metrics(cfg, candidate: float, baseline: float) -> None:
+def _eval_metrics(cfg, candidate: float, baseline: float, ds: str = DS) -> None:
     metric = f"hr@{cfg.eval.ks[0]}"
     # bless reads the validation day's figures
     rows = [(cfg.eval.candidate_model, "", "val", metric, "all", candidate),
             (cfg.eval.baseline_model, "", "val", metric, "all", baseline)]
-    write_partition(cfg.table("eval_metrics"), DS,
+    write_partition(cfg.table("eval_metrics"), ds,
                     pa.Table.from_pylist([dict(zip(EVAL_METRICS.names, r)) for r in rows], schema=EVAL_METRICS))
 
 
-def test_fault_model_regression_vs_last_blessed(cfg, monkeypatch):
+def test_fault_model_regression_vs_last_blessed(cfg):
     """The candidate still beats the baseline but fell > bless_tolerance below the last blessed model:
-    not blessed (the DAG short-circuits inference..publish, LATEST stays), the registry is untouched."""
+    not blessed (the DAG short-circuits inference..publish, LATEST stays); the older day's record is untouched."""
     from mer.stages.model import bless
 
-    monkeypatch.delenv("MER_BLESS_FORCE_FAIL", raising=False)
-    registry = cfg.artifacts_dir / "blessed.json"
-    registry.parent.mkdir(parents=True, exist_ok=True)
-    last = {"ds": "2026-01-14", "model": "dcm", "metric": f"hr@{cfg.eval.ks[0]}", "value": 0.5, "at": "x"}
-    registry.write_text(json.dumps({"current": last, "history": [last]}))
-    before = registry.read_bytes()
+    _eval_metrics(cfg, candidate=0.5, baseline=0.2, ds="2026-01-14")
+    assert bless.run(cfg, "2026-01-14")["blessed"] is True
+    previous = bless.record_path(cfg, "2026-01-14")
+    before = previous.read_bytes()
 
     _eval_metrics(cfg, candidate=0.30, baseline=0.20)
     out = bless.run(cfg, DS)
     assert out["blessed"] is False
     assert out["reason"] == (f"candidate 0.3000 regresses more than {cfg.eval.bless_tolerance:.1%} "
                              "vs last blessed 0.5000")
-    assert (out["candidate"], out["baseline"], out["last_blessed"]) == (0.30, 0.20, 0.5)
-    assert registry.read_bytes() == before
+    assert (out["candidate"], out["baseline"], out["last_blessed"], out["last_blessed_ds"]) == (0.30, 0.20, 0.5, "2026-01-14")
+    assert json.loads(bless.record_path(cfg, DS).read_text())["blessed"] is False
+    assert previous.read_bytes() == before
 
     _eval_metrics(cfg, candidate=0.55, baseline=0.20)  # a fixed model
     out = bless.run(cfg, DS)
     assert out["blessed"] is True
-    assert json.loads(registry.read_text())["current"]["value"] == 0.55
+    assert json.loads(bless.record_path(cfg, DS).read_text())["candidate"] == 0.55
+    assert previous.read_bytes() == before
 
 
 # ---------------------------------------------------------------- recall regression of one shard

@@ -134,10 +134,9 @@ def _metrics(cfg: MerConfig, rows: list[tuple[str, str, float]]) -> None:
     write_partition(cfg.table("eval_metrics"), DS, pa.Table.from_pylist(recs, schema=EVAL_METRICS))
 
 
-def test_bless_needs_single_and_the_strongest_simple_baseline_on_the_val_day(cfg, monkeypatch):
+def test_bless_needs_single_and_the_strongest_simple_baseline_on_the_val_day(cfg):
     from mer.stages.model import bless
 
-    monkeypatch.delenv("MER_BLESS_FORCE_FAIL", raising=False)
     # on the eval day dcm would win everything: bless must not look there
     eval_day = [("dcm", "eval", 0.9), ("single", "eval", 0.1), ("itemknn-sum", "eval", 0.1)]
     _metrics(cfg, [("dcm", "val", 0.50), ("single", "val", 0.40), ("itemknn-sum", "val", 0.55),
@@ -145,7 +144,7 @@ def test_bless_needs_single_and_the_strongest_simple_baseline_on_the_val_day(cfg
     out = bless.run(cfg, DS)
     assert out["blessed"] is False and out["best_baseline"] == "itemknn-sum"
     assert "does not beat the strongest simple baseline itemknn-sum 0.5500" in out["reason"]
-    assert not (cfg.artifacts_dir / "blessed.json").exists()
+    assert bless.records(cfg)[DS]["blessed"] is False
     _metrics(cfg, [("dcm", "val", 0.60), ("single", "val", 0.40), ("itemknn-sum", "val", 0.55)] + eval_day)
     out = bless.run(cfg, DS)
     assert out["blessed"] is True and out["candidate"] == 0.60 and out["split"] == "val"

@@ -4,20 +4,23 @@ the strongest simple baseline, and must not regress against the last blessed mod
     candidate HR@K >= single HR@K * (1 + bless_margin)                  (relative margin)
     candidate HR@K >= best simple baseline HR@K * (1 + bless_margin)    (when baselines were trained)
     candidate HR@K >= last blessed HR@K * (1 - bless_tolerance)         (no regression)
-K is the first of cfg.eval.ks; every HR is the val split's. The registry (cfg.artifacts_dir/blessed.json)
-changes only when blessed. MER_BLESS_FORCE_FAIL=1 forces a non-blessed outcome (tests, drills).
+K is the first of cfg.eval.ks; every HR is the val split's.
+
+Each run writes its verdict, blessed or not, to ``run_dir(ds)/bless.json`` and to nothing else. "The last
+blessed model" is the newest record strictly before ``ds`` that was blessed on the same metric, found by
+scanning those per-day records: the verdict is a function of the ds's inputs and the older records only, so
+a re-run of a ds gives the same record, and a backfill of an older ds never changes a newer ds's record.
+A not-blessed outcome for a drill comes from the config (a large ``eval.bless_margin``), not a switch.
 """
 from __future__ import annotations
 
-import json
-import os
-from datetime import datetime, timezone
+from pathlib import Path
 
 from mer.base.config import MerConfig
 from mer.base.errors import MerError, validate_ds
-from mer.base.io import read_partition, write_json_atomic
+from mer.base.io import read_json, read_partition, write_json_atomic
 
-REGISTRY = "blessed.json"
+RECORD = "bless.json"
 
 
 def metric_value(df, model: str, metric: str, segment: str = "all", split: str = "val") -> float | None:
@@ -47,6 +50,28 @@ def strongest_baseline(table, metric: str, names: list[str]) -> tuple[str, float
     return max(found, key=lambda x: (x[1], x[0])) if found else None
 
 
+def record_path(cfg: MerConfig, ds: str) -> Path:
+    return cfg.run_dir(ds) / RECORD
+
+
+def records(cfg: MerConfig) -> dict[str, dict]:
+    """Every ds's bless record, by ds (oldest first)."""
+    out: dict[str, dict] = {}
+    for path in sorted(cfg.artifacts_dir.glob(f"ds=*/{RECORD}")):
+        ds = path.parent.name.removeprefix("ds=")
+        try:
+            out[validate_ds(ds)] = read_json(path)
+        except (OSError, ValueError, MerError) as err:  # written atomically: a bad one was edited by hand
+            raise MerError(f"bless record {path}: unreadable ({err}); fix or remove it") from None
+    return out
+
+
+def last_blessed(cfg: MerConfig, ds: str, metric: str) -> dict | None:
+    """The newest blessed record strictly before ``ds`` on ``metric`` (another K is not comparable)."""
+    found = [r for d, r in records(cfg).items() if d < ds and r.get("blessed") and r.get("metric") == metric]
+    return found[-1] if found else None
+
+
 def run(cfg: MerConfig, ds: str) -> dict:
     validate_ds(ds)
     e = cfg.eval
@@ -59,18 +84,14 @@ def run(cfg: MerConfig, ds: str) -> dict:
         raise MerError(f"table eval_metrics: no validation-day {metric} for model {missing!r} in ds={ds}: "
                        "train and evaluate it first")
     best = strongest_baseline(table, metric, e.simple_baselines)
-    path = cfg.artifacts_dir / REGISTRY
-    registry = json.loads(path.read_text()) if path.is_file() else {"history": []}
-    last = registry.get("current", {}).get("value")
-    blessed, reason = decide(cand, base, last, e.bless_margin, e.bless_tolerance, best)
-    if os.environ.get("MER_BLESS_FORCE_FAIL") == "1":
-        blessed, reason = False, "forced by MER_BLESS_FORCE_FAIL=1"
-    if blessed:
-        entry = {"ds": ds, "model": e.candidate_model, "metric": metric, "split": "val", "value": cand,
-                 "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-        registry["current"] = entry
-        registry["history"] = (registry.get("history", []) + [entry])[-50:]
-        write_json_atomic(path, registry)
-    return {"blessed": blessed, "reason": reason, "metric": metric, "split": "val", "candidate": cand,
-            "baseline": base, "best_baseline": best[0] if best else None,
-            "best_baseline_value": best[1] if best else None, "last_blessed": last}
+    last = last_blessed(cfg, ds, metric)
+    blessed, reason = decide(cand, base, last["candidate"] if last else None, e.bless_margin, e.bless_tolerance, best)
+    # No wall-clock field: the same inputs give the same bytes.
+    record = {"ds": ds, "blessed": blessed, "reason": reason, "model": e.candidate_model, "metric": metric,
+              "split": "val", "candidate": cand, "baseline": base, "best_baseline": best[0] if best else None,
+              "best_baseline_value": best[1] if best else None, "margin": e.bless_margin,
+              "tolerance": e.bless_tolerance, "last_blessed": last["candidate"] if last else None,
+              "last_blessed_ds": last["ds"] if last else None}
+    path = record_path(cfg, ds)
+    write_json_atomic(path, record)
+    return {**record, "record": str(path)}
