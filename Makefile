@@ -12,8 +12,9 @@ $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
-	# The Spark provider drags in pyspark-client, which shadows pyspark's files; the full
-	# pyspark (with its JVM jars) must be the one on disk for local and standalone Spark.
+	# dev includes the spark-cluster extra, whose provider drags in pyspark-client, which shadows
+	# pyspark's files; the full pyspark (with its JVM jars) must be the one on disk. `pip install
+	# -e '.[all]'` (no cluster provider) needs no such step.
 	$(BIN)/pip install -q --force-reinstall --no-deps "$$(grep '^pyspark==' constraints.txt)"
 	@touch $@
 

@@ -156,7 +156,7 @@ def test_bad_requests_get_clear_errors(trained, tmp_path):
     with pytest.raises(MerError, match="no variant 'k9'"):
         train.run(cfg, DS, "dcm", "k9")
     empty = MerConfig(root=tmp_path / "var")
-    with pytest.raises(ContractError, match="training_examples: partition ds=2026-01-15 is missing"):
+    with pytest.raises(ContractError, match="training_examples: partition ds=2026-01-15 is missing.*run `mer build`"):
         train.run(empty, DS, "dcm")
     build(empty)
     read_partition(empty.raw_table("topics"), DS)  # present

@@ -112,5 +112,9 @@ def test_missing_partition_is_a_contract_error(cfg, spark):
     cfg = small_cfg(cfg)
     write_raw(cfg)
     shutil.rmtree(cfg.raw_table("source_interest_log") / "ds=2026-01-14")
-    with pytest.raises(ContractError, match=r"table source_interest_log: partition ds=2026-01-14 is missing"):
+    with pytest.raises(ContractError, match=r"table source_interest_log: partition ds=2026-01-14 is missing.*mer generate"):
+        run(cfg, DS)
+    # Every missing day is named at once (not one per re-run).
+    shutil.rmtree(cfg.raw_table("source_interest_log") / f"ds={DS}")
+    with pytest.raises(ContractError, match=rf"table source_interest_log: 2 partitions are \(2026-01-14, {DS}\) missing"):
         run(cfg, DS)

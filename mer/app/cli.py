@@ -10,10 +10,30 @@ import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
+import enum
+
 import typer
 
 from mer.base.config import MerConfig, load_config
 from mer.base.errors import MerError, validate_ds
+from mer.stages.model.names import ALL_MODELS, TRAINED, VARIANTS
+from mer.stages.quality.gates import STAGES as GATE_STAGES
+
+
+
+def _choices(name: str, values) -> type[enum.Enum]:
+    """Typed choices: a typo gets "Invalid value ... is not one of" with the list, before any work."""
+    return enum.Enum(name, {v: v for v in values}, type=str)
+
+
+Model = _choices("Model", ALL_MODELS)
+Tower = _choices("Tower", TRAINED)
+Variant = _choices("Variant", sorted({v for vs in VARIANTS.values() for v in vs}))
+GateStage = _choices("GateStage", GATE_STAGES)
+
+
+def _value(choice: enum.Enum | None) -> str | None:
+    return None if choice is None else choice.value
 
 app = typer.Typer(help="MER: multi-embedding retrieval pipeline", no_args_is_help=True, add_completion=False)
 ingest_app = typer.Typer(help="Convert a public dataset into the raw input contract", no_args_is_help=True)
@@ -85,7 +105,7 @@ def build(ds: DsOpt = None, root: RootOpt = None) -> None:
 
 @app.command()
 def check(
-    stage: Annotated[str, typer.Argument(help="raw | training | embeddings")],
+    stage: Annotated[GateStage, typer.Argument(help="which gate")],
     ds: DsOpt = None,
     root: RootOpt = None,
 ) -> None:
@@ -93,15 +113,17 @@ def check(
     from mer.stages.quality.gates import run
 
     cfg = _cfg(root)
-    _emit(run(cfg, _ds(cfg, ds), stage))
+    _emit(run(cfg, _ds(cfg, ds), stage.value))
 
 
 @app.command()
 def train(
-    model: Annotated[str, typer.Option("--model", help="towers: dcm | cr | single | mind | sa | token; no training: "
+    model: Annotated[Model, typer.Option("--model",
+                                         help="towers: dcm | cr | single | mind | sa | token; no training: "
                                        "pinnersage (Ward clusters + medoids); simple baselines fitted on the train "
                                        "split: popularity | itemknn | pretrained | inverted")] = "dcm",
-    variant: Annotated[Optional[str], typer.Option(help="cr: source | item; dcm: no-vafpi | no-sar | k2 | k4; "
+    variant: Annotated[Optional[Variant], typer.Option(
+                                                   help="cr: source | item; dcm: no-vafpi | no-sar | k2 | k4; "
                                                    "itemknn: sum | max; pretrained: mean | max")] = None,
     ds: DsOpt = None,
     root: RootOpt = None,
@@ -110,13 +132,13 @@ def train(
     from mer.stages.model.train import run
 
     cfg = _cfg(root)
-    _emit(run(cfg, _ds(cfg, ds), model, variant))
+    _emit(run(cfg, _ds(cfg, ds), model.value, _value(variant)))
 
 
 @app.command()
 def tune(
-    model: Annotated[str, typer.Option("--model", help="the tower to tune: dcm | cr | single | mind | sa | token")] = "dcm",
-    variant: Annotated[Optional[str], typer.Option(help="as for `mer train`")] = None,
+    model: Annotated[Tower, typer.Option("--model", help="the tower to tune")] = "dcm",
+    variant: Annotated[Optional[Variant], typer.Option(help="as for `mer train`")] = None,
     trials: Annotated[Optional[int], typer.Option(help="trial budget (default: tune.trials)")] = None,
     ds: DsOpt = None,
     root: RootOpt = None,
@@ -125,7 +147,7 @@ def tune(
     from mer.stages.model.tune import run
 
     cfg = _cfg(root)
-    _emit(run(cfg, _ds(cfg, ds), model, variant, trials))
+    _emit(run(cfg, _ds(cfg, ds), model.value, _value(variant), trials))
 
 
 @app.command()

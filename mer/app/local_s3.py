@@ -18,6 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from mer.base.errors import MerError
+
 # Throwaway values moto accepts (it checks no signature); a fresh random secret per process, so
 # no credential, not even a dummy one, is written in the code.
 LOCAL_ENV = {
@@ -121,15 +123,18 @@ def storage_for_cli(cfg) -> Iterator[None]:
     """Object storage for ``mer query`` / ``mer rollback``: the configured endpoint when the environment
     names one (endpoint, credentials or profile); on the embedded default, the local endpoint over the
     bucket mirror ``make demo`` left under ``<root>/s3``, so the demo's published index answers
-    right away. Neither configured nor mirrored: nothing is started, and the store's own
-    missing-credentials message applies."""
+    right away. Neither configured nor mirrored: a
+    "nothing published" error names the data root."""
     import sys
 
     configured = any(os.environ.get(v) for v in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_PROFILE"))
     mirror = Path(cfg.root) / "s3" / cfg.publish.bucket
-    if configured or not mirror.is_dir():
+    if configured:
         yield
         return
+    if not mirror.is_dir():  # not "no credentials": the real cause is that nothing was published here
+        raise MerError(f"nothing published under {cfg.root}: run `mer demo` (or the DAG's publish task) first, "
+                       "or set AWS_ENDPOINT_URL and credentials to read a remote index")
     print(f"object storage: local S3 endpoint over {mirror} (set AWS_ENDPOINT_URL to use another)", file=sys.stderr)
     with local_s3(cfg.publish.bucket, mirror=mirror):
         yield

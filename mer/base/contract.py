@@ -149,6 +149,11 @@ ITEM_EMBEDDINGS = pa.schema(
         ("embedding", pa.list_(pa.float32())),
     ]
 )
+# item_embeddings files are bucketed by index shard (mer.stages.index.shards.assign_shards of item_id
+# modulo index.shards), one file per (inference task, shard), flat in the ds partition: a shard build
+# opens only its bucket's files, while Spark / pyarrow / DuckDB still read the partition as one table.
+# The shard count is in the name, so a build under another index.shards is refused, not mis-read.
+ITEM_EMBEDDINGS_FILE = "shard-{shard:05d}-of-{shards:05d}.part-{part:05d}.parquet"
 
 EVAL_METRICS = pa.schema(
     [
@@ -210,3 +215,24 @@ DERIVED_TABLES: dict[str, pa.Schema] = {
     "eval_intervals": EVAL_INTERVALS,
     "tune_trials": TUNE_TRIALS,
 }
+
+
+# The command that writes each table, for "missing partition" messages that say what to run.
+WRITTEN_BY: dict[str, str] = {
+    **{t: "mer generate (synthetic) or mer ingest movielens, or land the upstream export" for t in RAW_TABLES},
+    **{t: "mer validate" for t in ("clean_engagement_log", "clean_source_interest_log", "quarantine")},
+    **{t: "mer build" for t in ("cr_triples", "training_examples", "item_frequency", "eval_corpus", "item_neighbors")},
+    "item_embeddings": "mer infer",
+    "eval_metrics": "mer evaluate",
+    "eval_intervals": "mer evaluate",
+    "tune_trials": "mer tune",
+}
+
+
+def missing_partition(table: str, ds: str | list[str], where: object) -> str:
+    """One line naming the table, the missing day(s), where they were looked for and what writes them."""
+    days = [ds] if isinstance(ds, str) else list(ds)
+    which = f"partition ds={days[0]} is" if len(days) == 1 else f"{len(days)} partitions are ({', '.join(days)})"
+    hint = WRITTEN_BY.get(table)
+    return f"table {table}: {which} missing under {where}" + (f"; run `{hint}` for that day first" if hint else "")
+

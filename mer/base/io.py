@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
+from mer.base.contract import missing_partition
 from mer.base.errors import ContractError, validate_ds
 
 
@@ -146,7 +147,7 @@ def write_partition(table_dir: Path, ds: str, table: pa.Table, *, rows_per_file:
 def read_partition(table_dir: Path, ds: str, columns: list[str] | None = None) -> pa.Table:
     path = partition_dir(table_dir, ds)
     if not path.is_dir():
-        raise ContractError(f"table {Path(table_dir).name}: partition ds={ds} is missing ({path})")
+        raise ContractError(missing_partition(Path(table_dir).name, ds, path.parent))
     return pq.read_table(path, columns=columns)
 
 
@@ -154,5 +155,5 @@ def partition_dataset(table_dir: Path, ds: str) -> pads.Dataset:
     """A lazy dataset over one partition, for streaming record batches."""
     path = partition_dir(table_dir, ds)
     if not path.is_dir():
-        raise ContractError(f"table {Path(table_dir).name}: partition ds={ds} is missing ({path})")
+        raise ContractError(missing_partition(Path(table_dir).name, ds, path.parent))
     return pads.dataset(path, format="parquet")

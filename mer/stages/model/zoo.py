@@ -10,18 +10,12 @@ from mer.stages.model.dcm import DCMTower
 from mer.stages.model.interest_token import InterestTokenTower
 from mer.stages.model.item_tower import DHEN_PRESETS, ItemTower, TowerConfig
 from mer.stages.model.mind import MINDTower
+from mer.stages.model.names import ALL_MODELS, BASELINES, DEFAULT_VARIANT, TRAINED, VARIANTS  # noqa: F401 (re-exported)
 from mer.stages.model.self_attention import SelfAttentionTower
 from mer.stages.model.single import SingleTower
 
 TOWERS = {"single": SingleTower, "dcm": DCMTower, "mind": MINDTower, "sa": SelfAttentionTower,
           "token": InterestTokenTower, "cr": CRTower}
-TRAINED = tuple(TOWERS)
-# Non-neural baselines (mer/stages/model/baselines.py): fitted on the train split, scored and compared like the towers.
-BASELINES = ("popularity", "itemknn", "pretrained", "inverted")
-ALL_MODELS = TRAINED + ("pinnersage",) + BASELINES
-VARIANTS = {"cr": ("source", "item"), "dcm": ("no-vafpi", "no-sar", "k2", "k4"), "itemknn": ("sum", "max"),
-            "pretrained": ("mean", "max")}
-DEFAULT_VARIANT = {"cr": "source", "itemknn": "sum", "pretrained": "mean"}
 IMPLICIT = ("dcm", "mind", "sa", "token", "pinnersage")  # multi-embedding models with K_im embeddings
 
 
@@ -49,7 +43,7 @@ def tower_config(cfg: MerConfig, model: str, variant: str | None, *, pre_dim: in
                     id_vocab_size=id_vocab_size, history_encoder=t.history_encoder, route_valid=t.route_valid,
                     cat_buckets=t.cat_buckets, creator_buckets=t.creator_buckets, field_dim=t.field_dim,
                     hidden_dim=t.hidden_dim, dim=t.embed_dim, k=1, routing_iters=t.routing_iters,
-                    history_len=t.history_len, va_fpi=t.va_fpi, sar=t.sar, gumbel_tau=t.gumbel_tau, seed=t.seed,
+                    history_len=cfg.build.history_len, va_fpi=t.va_fpi, sar=t.sar, gumbel_tau=t.gumbel_tau, seed=t.seed,
                     topic_vocab=[int(x) for x in topic_vocab], **DHEN_PRESETS[t.preset])
     if model in ("dcm", "mind", "sa", "token"):
         c.k = t.k_im

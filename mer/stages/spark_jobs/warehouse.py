@@ -1,11 +1,12 @@
 """Spark IO at the edges of the build: the run's date window, contract checks, partitioned reads/writes.
 
-Every derived table is written under ``cfg.table(name)/ds=<run ds>/`` with dynamic partition
-overwrite (set by ``get_spark``), so re-running a ds replaces that partition and nothing else.
+Every derived table is written under ``cfg.table(name)/ds=<run ds>/`` through a fresh staging
+folder swapped in whole, so re-running a ds replaces that partition and nothing else.
 """
 from __future__ import annotations
 
-import time
+import shutil
+import uuid
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -13,9 +14,9 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 
 from mer.base.config import MerConfig
-from mer.base.contract import DERIVED_TABLES, RAW_TABLES
+from mer.base.contract import DERIVED_TABLES, RAW_TABLES, missing_partition
 from mer.base.errors import ContractError, validate_ds
-from mer.base.io import latest_partition, partition_dir, write_partition
+from mer.base.io import latest_partition, partition_dir, swap_in, write_partition
 
 
 def window_days(cfg: MerConfig, ds: str) -> tuple[list[str], list[str]]:
@@ -94,7 +95,7 @@ def raw_partition(cfg: MerConfig, table: str, ds: str) -> Path:
     path = partition_dir(cfg.raw_table(table), ds)
     files = sorted(path.glob("*.parquet")) if path.is_dir() else []
     if not files:
-        raise ContractError(f"table {table}: partition ds={ds} is missing ({path})")
+        raise ContractError(missing_partition(table, ds, path.parent))
     for f in files:
         # Every file's footer: a corrupt or truncated file (or one drifted file among good ones)
         # is named here, not deep inside a Spark task.
@@ -139,6 +140,9 @@ def read_raw_days(spark, cfg: MerConfig, table: str, days: list[str]):
     """
     from pyspark.sql import types as T
 
+    missing = [d for d in days if not any(partition_dir(cfg.raw_table(table), d).glob("*.parquet"))]
+    if missing:  # name every missing day at once, not one per re-run
+        raise ContractError(missing_partition(table, missing, cfg.raw_table(table)))
     paths = [str(raw_partition(cfg, table, day)) for day in days]
     schema = spark_schema(RAW_TABLES[table]).add(T.StructField("ds", T.StringType()))
     df = spark.read.schema(schema).option("basePath", str(cfg.raw_table(table))).parquet(*paths)
@@ -158,7 +162,7 @@ def read_table(spark, cfg: MerConfig, name: str, ds: str):
     """One partition of a warehouse table (without the ds column)."""
     path = partition_dir(cfg.table(name), ds)
     if not path.is_dir():
-        raise ContractError(f"table {name}: partition ds={ds} is missing ({path}); run the stage that writes it")
+        raise ContractError(missing_partition(name, ds, path.parent))
     reader = spark.read.schema(spark_schema(DERIVED_TABLES[name])) if name in DERIVED_TABLES else spark.read
     return reader.parquet(str(path))
 
@@ -166,25 +170,24 @@ def read_table(spark, cfg: MerConfig, name: str, ds: str):
 def write_table(df, cfg: MerConfig, name: str, ds: str) -> Path:
     """Write ``df`` as partition ds of warehouse table ``name``, columns in contract order.
 
-    Dynamic partition overwrite: Spark stages the files and swaps in ds=<ds> only.
-    An empty result writes no partition under dynamic overwrite (and would leave a previous
-    run's rows in place), so then an empty, schema-only partition is swapped in instead.
+    Spark writes into a staging folder of its own (hidden from readers by the dot) that is then
+    swapped in as ds=<ds>, replacing a previous run's partition whole. Whether the write produced
+    anything is read from that folder's content, never from file times (clocks of the writers and
+    of shared storage disagree): a result with no Parquet file becomes an empty, schema-only partition,
+    so a previous run's rows never survive an empty re-run.
     """
-    from pyspark.sql import functions as F
-
     cols = DERIVED_TABLES[name].names if name in DERIVED_TABLES else df.columns
     out = cfg.table(name)
-    started = time.time() - 0.05  # file mtimes are kernel-tick coarse
-    (
-        df.select(*cols)
-        .withColumn("ds", F.lit(ds))
-        .write.mode("overwrite")
-        .option("partitionOverwriteMode", "dynamic")
-        .partitionBy("ds")
-        .parquet(str(out))
-    )
     path = partition_dir(out, ds)
-    if not any(f.stat().st_mtime >= started for f in path.glob("*.parquet")):
-        schema = DERIVED_TABLES.get(name) or df.select(*cols).limit(0).toArrow().schema
-        write_partition(out, ds, schema.empty_table())
-    return path
+    out.mkdir(parents=True, exist_ok=True)
+    staging = out / f".tmp-{path.name}-{uuid.uuid4().hex[:8]}"
+    try:
+        df.select(*cols).write.parquet(str(staging))
+        if any(staging.glob("*.parquet")):
+            (staging / "_SUCCESS").unlink(missing_ok=True)  # the partition holds data files only
+            swap_in(staging, path)
+            return path
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # gone already once swapped in
+    schema = DERIVED_TABLES.get(name) or df.select(*cols).limit(0).toArrow().schema
+    return write_partition(out, ds, schema.empty_table())
