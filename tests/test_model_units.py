@@ -1,4 +1,4 @@
-"""Known answers for the building blocks (Eq 3, 6, 7, 9, HR@K, merge, PinnerSage)."""
+"""Known answers for the building blocks (Eq 3, 6, 7, 9, HR@K, PinnerSage; the served merge: test_merge.py)."""
 from __future__ import annotations
 
 import math
@@ -14,7 +14,6 @@ from mer.stages.model.loss import (
     sampled_softmax_loss,
     select_embedding,
 )
-from mer.stages.model.merge import importance_budgets, round_robin_merge
 from mer.stages.model.metrics import hit_rate, mean_pairwise_cosine, positive_ranks
 from mer.stages.model.pinnersage import cluster_user
 
@@ -143,15 +142,6 @@ def test_mean_pairwise_cosine_detects_collapse():
     act = torch.ones(1, 3, dtype=torch.bool)
     assert mean_pairwise_cosine(same, act) == pytest.approx(1.0)
     assert mean_pairwise_cosine(apart, act) == pytest.approx(-1 / 3)
-
-
-def test_importance_budgets_and_round_robin_merge():
-    assert importance_budgets(np.array([3.0, 1.0, 0.0]), 8) == [6, 2, 0]
-    assert importance_budgets(np.array([1.0, 1.0, 1.0]), 10) == [4, 3, 3]
-    lists = [[1, 2, 3, 4, 5], [2, 6, 7], [8, 1, 9]]
-    # round 1: 1, 2, 8; round 2: list0 -> 3, list1 -> 6, list2 -> 1 is a duplicate -> 9 ...
-    assert round_robin_merge(lists, [10, 10, 10], 6) == [1, 2, 8, 3, 6, 9]
-    assert round_robin_merge(lists, [1, 2, 0], 10) == [1, 2, 6]
 
 
 def test_pinnersage_medoid_and_importance_on_six_points():

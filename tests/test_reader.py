@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from mer.base.errors import MerError, StorageError
-from mer.stages.index import merge, publish
+from mer.stages.index import publish
 from mer.stages.index.reader import PublishedIndex, query_user
 from mer.stages.index.search import load_model_shards, search_shards
 from mer.stages.index.storage import Store
@@ -22,23 +22,7 @@ def published(cfg, s3_env):
     return cfg
 
 
-# ---------------------------------------------------------------- pure served merge
-def test_split_budget_is_proportional_and_exact():
-    assert merge.split_budget([0.5, 0.3, 0.2], 10) == [5, 3, 2]
-    assert merge.split_budget([1, 1, 1], 10) == [4, 3, 3]
-    assert sum(merge.split_budget([0.7, 0.2, 0.1], 7)) == 7
-
-
-def test_round_robin_dedups_and_respects_budgets():
-    lists = [[1, 2, 3, 4], [2, 5, 6, 7], [1, 8, 9]]
-    assert merge.round_robin(lists, [2, 1, 1], 4) == [(1, 0), (2, 1), (8, 2), (3, 0)]
-    # Budgets exhausted early by duplicates: the rest is filled round-robin.
-    assert [i for i, _ in merge.round_robin([[1, 2], [1, 2], [3]], [1, 1, 1], 3)] == [1, 2, 3]
-
-
-def test_embedding_weights_importance_vs_equal():
-    w = merge.embedding_weights(["dcm", "dcm", "cr", "cr"], [0.75, 0.25, 1, 1], [False, False, True, True])
-    assert np.allclose(w, [0.375, 0.125, 0.25, 0.25])
+# The served merge itself (known answers, evaluation == reader): tests/test_merge.py.
 
 
 # ---------------------------------------------------------------- against the server

@@ -7,6 +7,7 @@ and a version without a manifest is refused as half-written.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,11 +16,11 @@ import pyarrow.parquet as pq
 
 from mer.base.config import MerConfig
 from mer.base.errors import MerError, StorageError, validate_ds, validate_run_id
-from mer.stages.index import merge
 from mer.stages.index.publish import LATEST, MANIFEST, list_versions, read_latest
 from mer.stages.index.search import load_model_shards, search_shards
 from mer.stages.index.shards import embeddings_to_numpy
 from mer.stages.index.storage import Store, sha256_file
+from mer.stages.model.merge import served_merge
 
 
 @dataclass
@@ -118,15 +119,21 @@ class PublishedIndex:
         embs = self.user_embeddings(user_id)
         if not embs:
             raise MerError(f"reader: user {user_id} has no embeddings in the published user export of {self.version}")
-        weights = merge.embedding_weights([e[0] for e in embs], [e[3] for e in embs], [e[4] is not None for e in embs])
-        budgets = merge.split_budget(weights, k)
-        lists, scores = [], []
-        for model, _, vec, _, _ in embs:
-            s, i = self.search(model, vec, k)  # k per embedding leaves room for de-duplication
-            lists.append(i[0].tolist())
-            scores.append(dict(zip(i[0].tolist(), s[0].tolist())))
-        picked = merge.round_robin(lists, budgets, k)
-        return [Candidate(item, float(scores[src][item]), embs[src][0], embs[src][1], embs[src][4]) for item, src in picked]
+        return merged_candidates(embs, self.search, k)
+
+
+def merged_candidates(embs: list[tuple[str, int, np.ndarray, float, int | None]],
+                      search: Callable[[str, np.ndarray, int], tuple[np.ndarray, np.ndarray]], k: int) -> list[Candidate]:
+    """The served merge (mer.stages.model.merge.served_merge, the one evaluation scores) of a user's
+    embeddings (model, k, vector, importance, topic); ``search(model, vector, k)`` -> (scores, ids) [1, k].
+    An embedding with a topic is explicit (CR); one without is implicit (DCM)."""
+    lists, scores = [], []
+    for model, _, vec, _, _ in embs:
+        s, i = search(model, vec, k)  # k per embedding leaves room for de-duplication
+        lists.append(i[0].tolist())
+        scores.append(dict(zip(i[0].tolist(), s[0].tolist())))
+    picked = served_merge(lists, [e[0] for e in embs], [e[3] for e in embs], [e[4] is not None for e in embs], k)
+    return [Candidate(item, float(scores[src][item]), embs[src][0], embs[src][1], embs[src][4]) for item, src in picked]
 
 
 def query_user(cfg: MerConfig, user_id: int, k: int = 20, ds: str | None = None, *, store: Store | None = None) -> list[Candidate]:

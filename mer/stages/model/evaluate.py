@@ -38,7 +38,7 @@ from mer.stages.model.data import (
     read_eval,
 )
 from mer.stages.model.intervals import paired_bootstrap_ratio, verdict
-from mer.stages.model.merge import importance_budgets, round_robin_merge
+from mer.stages.model.merge import served_merge
 from mer.stages.model.metrics import (
     hit_rate,
     mean_pairwise_cosine,
@@ -61,6 +61,9 @@ class ModelEval:
     variant: str
     metrics: list[tuple[str, str, float]] = field(default_factory=list)  # (metric, segment, value)
     served: list[list[int]] | None = None  # per eval record: merged candidate item rows (serve_budget)
+    # per eval record: each served embedding's candidate list and importance (what the merge takes), so the
+    # dcm+cr union is one served merge over both models' embeddings, as the reader runs it
+    candidates: list[tuple[list[list[int]], list[float]]] | None = None
     top: list[list[int]] | None = None  # per eval record: merged top diversity_k
     records: np.ndarray | None = None  # indexes of the scored records (CR: those with a logged condition)
     ranks: np.ndarray | None = None  # rank of the positive for each of `records` (0 = best)
@@ -100,13 +103,15 @@ def corpus_topic_mask(catalog: Catalog, corpus: np.ndarray) -> torch.Tensor:
 
 
 @torch.no_grad()
-def served_lists(user: torch.Tensor, importance: torch.Tensor, active: torch.Tensor, corpus_emb: torch.Tensor,
-                 corpus: np.ndarray, budget: int, allowed: torch.Tensor | None = None, chunk: int = 256) -> list[list[int]]:
-    """Per record: per-embedding top-`budget` lists merged round-robin with importance budgets (3.5).
+def embedding_lists(user: torch.Tensor, importance: torch.Tensor, active: torch.Tensor, corpus_emb: torch.Tensor,
+                    corpus: np.ndarray, budget: int, allowed: torch.Tensor | None = None,
+                    chunk: int = 256) -> list[tuple[list[list[int]], list[float]]]:
+    """Per record: each active embedding's top-`budget` corpus rows (best first) and its importance: what the
+    reader gets from the index for each published embedding (k = budget per embedding).
 
     allowed [B, K, N] optionally restricts each embedding's candidates (CR relevance post-filter).
     """
-    out: list[list[int]] = []
+    out: list[tuple[list[list[int]], list[float]]] = []
     n = min(budget, corpus_emb.shape[0])
     for s in range(0, user.shape[0], chunk):
         scores = torch.einsum("bkd,nd->bkn", user[s:s + chunk], corpus_emb)
@@ -115,11 +120,24 @@ def served_lists(user: torch.Tensor, importance: torch.Tensor, active: torch.Ten
         vals, idx = scores.topk(n, dim=-1)
         idx, ok = idx.numpy(), torch.isfinite(vals).numpy()
         for b in range(idx.shape[0]):
-            act = active[s + b].numpy()
-            ks = np.flatnonzero(act)
-            imp = importance[s + b].numpy()[ks]
-            lists = [corpus[idx[b, k][ok[b, k]]].tolist() for k in ks]
-            out.append(round_robin_merge(lists, importance_budgets(imp, budget), budget))
+            ks = np.flatnonzero(active[s + b].numpy())
+            imp = importance[s + b].numpy()
+            out.append(([corpus[idx[b, k][ok[b, k]]].tolist() for k in ks], [float(imp[k]) for k in ks]))
+    return out
+
+
+def served(sources: list[tuple[str, bool, list[tuple[list[list[int]], list[float]]]]], budget: int) -> list[list[int]]:
+    """Per record: the served merge (mer.stages.model.merge.served_merge, the reader's) over the embeddings of
+    every source (model name, explicit?, embedding_lists of that model), `budget` items."""
+    out = []
+    for per_record in zip(*(c for _, _, c in sources)):
+        lists, models, imps, explicit = [], [], [], []
+        for (name, exp, _), (ls, imp) in zip(sources, per_record):
+            lists += ls
+            models += [name] * len(ls)
+            imps += imp
+            explicit += [exp] * len(ls)
+        out.append([item for item, _ in served_merge(lists, models, imps, explicit, budget)])
     return out
 
 
@@ -187,8 +205,8 @@ def evaluate_implicit(net, name: str, conf: dict, cfg: MerConfig, batch: Batch, 
             wt = torch.from_numpy(w)
             ev.metrics.append(("mean_pairwise_cos", seg, mean_pairwise_cosine(user[wt], active[wt]) if w.any() else float("nan")))
         ev.metrics.append(("active_embeddings", "all", float(active.sum(1).float().mean())))
-    lists = served_lists(user, imp * active, active, corpus_emb, corpus, cfg.eval.serve_budget)
-    _served_metrics(ev, cfg, lists, batch, catalog)
+    ev.candidates = embedding_lists(user, imp * active, active, corpus_emb, corpus, cfg.eval.serve_budget)
+    _served_metrics(ev, cfg, served([(name, False, ev.candidates)], cfg.eval.serve_budget), batch, catalog)
     return ev
 
 
@@ -211,8 +229,8 @@ def evaluate_pinnersage(conf: dict, cfg: MerConfig, batch: Batch, catalog: Catal
         w = torch.from_numpy(np.ones(len(batch), bool) if seg == "all" else batch.segments == seg)
         ev.metrics.append(("mean_pairwise_cos", seg, mean_pairwise_cosine(user[w], active[w]) if w.any() else float("nan")))
     ev.metrics.append(("active_embeddings", "all", float(active.sum(1).float().mean())))
-    lists = served_lists(user, imp, active, corpus_emb, corpus, cfg.eval.serve_budget)
-    _served_metrics(ev, cfg, lists, batch, catalog)
+    ev.candidates = embedding_lists(user, imp, active, corpus_emb, corpus, cfg.eval.serve_budget)
+    _served_metrics(ev, cfg, served([(ev.name, False, ev.candidates)], cfg.eval.serve_budget), batch, catalog)
     return ev
 
 
@@ -313,17 +331,19 @@ def evaluate_cr(net, name: str, conf: dict, cfg: MerConfig, ds: str, batch: Batc
     ranks = positive_ranks(user, active, pos, corpus_emb)
     ranks[~active.any(1).numpy()] = len(corpus)  # a user who follows nothing gets no explicit candidates
     _hr_metrics(ev, ranks, batch.segments, cfg.eval.ks, prefix="hr_followed")
-    lists = served_lists(user, active.float(), active, corpus_emb, corpus, cfg.eval.serve_budget, allowed=allowed)
-    _served_metrics(ev, cfg, lists, batch, catalog)
+    ev.candidates = embedding_lists(user, active.float(), active, corpus_emb, corpus, cfg.eval.serve_budget,
+                                    allowed=allowed)
+    _served_metrics(ev, cfg, served([(name, True, ev.candidates)], cfg.eval.serve_budget), batch, catalog)
     return ev
 
 
 def combined(dcm: ModelEval, cr: ModelEval, cfg: MerConfig, batch: Batch) -> ModelEval:
-    """Implicit + explicit served together: half the budget each, round-robin, de-duplicated (3.4-3.5)."""
+    """Implicit + explicit served together as the reader serves them (3.4-3.5): one served merge over all of the
+    user's DCM and CR embeddings; each model an equal share of the budget (all of it when the user follows
+    nothing), DCM's split by importance, CR's equally; round-robin, de-duplicated."""
     ev = ModelEval("dcm+cr", "dcm+cr", "")
     budget = cfg.eval.serve_budget
-    half = [budget - budget // 2, budget // 2]
-    lists = [round_robin_merge([a, b], half, budget) for a, b in zip(dcm.served, cr.served)]
+    lists = served([(dcm.name, False, dcm.candidates), (cr.name, True, cr.candidates)], budget)
     hits = served_hits(lists, batch.target_rows.numpy(), budget)
     ev.add(f"hr_served@{budget}", hits, batch.segments,
            lambda w: float(np.mean(hits if w is None else hits[w])) if (w is None or w.any()) else float("nan"))

@@ -1,48 +1,94 @@
-"""The served merge (paper 3.5): per-embedding budgets, then round-robin with de-duplication."""
+"""The served merge of a multi-embedding user's candidates (paper 3.4-3.5, SPEC "served merge").
+
+One implementation, called by the reader (mer/stages/index/reader.py, what online serving runs) and by
+evaluation (mer/stages/model/evaluate.py: each model's hr_served and the dcm+cr union), so the served
+figures the report gives are those of the merge the reader runs. It lives in the model stage because the
+index stage may import the model stage, not the other way round.
+
+Rules: each model gets an equal share of the budget; inside a model, implicit (DCM) embeddings split that
+share by cluster importance and explicit (CR) embeddings, one per sampled followed topic, equally.
+Integer budgets by largest remainder. Candidates are then taken round-robin across embeddings, each up to
+its budget, skipping duplicates and empty slots (id < 0: FAISS fills missing results with -1); when
+de-duplication leaves the total short, lists with candidates left fill the rest, still round-robin.
+"""
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 
 
-def importance_budgets(importance: np.ndarray, budget: int) -> list[int]:
-    """Split `budget` over embeddings proportionally to cluster importance (largest remainder).
+def split_budget(weights: Sequence[float], total: int) -> list[int]:
+    """Integer budgets summing to ``total`` proportional to ``weights`` (largest remainder).
 
-    Implicit interests: importance = sum of routing weights. Equal importance gives equal budgets
-    (the explicit K_ex followed topics). Embeddings with zero importance get nothing.
+    Negative weights count as zero; all-zero weights split equally (no interest is preferred).
     """
-    imp = np.clip(np.asarray(importance, dtype=np.float64), 0, None)
-    if imp.sum() <= 0:
-        imp = np.ones_like(imp)
-    share = imp / imp.sum() * budget
-    base = np.floor(share).astype(int)
-    rest = budget - base.sum()
-    order = np.argsort(-(share - base), kind="stable")
-    base[order[:rest]] += 1
+    w = np.clip(np.asarray(weights, dtype=np.float64), 0, None)
+    if len(w) == 0:
+        return []
+    w = np.ones_like(w) if w.sum() <= 0 else w
+    exact = w / w.sum() * total
+    base = np.floor(exact).astype(int)
+    for i in np.argsort(-(exact - base), kind="stable")[: total - base.sum()]:
+        base[i] += 1
     return base.tolist()
 
 
-def round_robin_merge(lists: list[list[int]], budgets: list[int], total: int) -> list[int]:
-    """Take one candidate from each list in turn (each up to its budget), skipping duplicates, until `total`."""
-    out: list[int] = []
+def round_robin(lists: Sequence[Sequence[int]], budgets: Sequence[int], k: int) -> list[tuple[int, int]]:
+    """(item, source list) in round-robin order, each list up to its budget, duplicates and ids < 0 skipped.
+
+    When de-duplication leaves the total short of ``k``, lists with candidates left fill the
+    rest, still round-robin, so the caller gets k items whenever k distinct ones exist.
+    """
     seen: set[int] = set()
+    out: list[tuple[int, int]] = []
     pos = [0] * len(lists)
     taken = [0] * len(lists)
-    while len(out) < total:
-        progressed = False
-        for j, items in enumerate(lists):
-            if taken[j] >= budgets[j]:
-                continue
-            while pos[j] < len(items) and items[pos[j]] in seen:
-                pos[j] += 1
-            if pos[j] >= len(items):
-                continue
-            out.append(items[pos[j]])
-            seen.add(items[pos[j]])
-            pos[j] += 1
-            taken[j] += 1
-            progressed = True
-            if len(out) >= total:
-                break
-        if not progressed:
-            break
+    for respect_budget in (True, False):
+        progress = True
+        while len(out) < k and progress:
+            progress = False
+            for i, items in enumerate(lists):
+                if len(out) >= k or (respect_budget and taken[i] >= budgets[i]):
+                    continue
+                while pos[i] < len(items) and (items[pos[i]] in seen or items[pos[i]] < 0):
+                    pos[i] += 1
+                if pos[i] < len(items):
+                    seen.add(int(items[pos[i]]))
+                    out.append((int(items[pos[i]]), i))
+                    taken[i] += 1
+                    pos[i] += 1
+                    progress = True
     return out
+
+
+def embedding_weights(models: Sequence[str], importance: Sequence[float], explicit: Sequence[bool]) -> list[float]:
+    """One weight per embedding: each model gets an equal share of the total; inside a model,
+    implicit embeddings split it by importance and explicit ones equally."""
+    models = list(models)
+    n_models = len(set(models))
+    weights = []
+    for m, imp, exp in zip(models, importance, explicit):
+        same = [j for j, mm in enumerate(models) if mm == m]
+        if exp:
+            within = 1.0 / len(same)
+        else:
+            tot = sum(max(float(importance[j]), 0.0) for j in same)
+            within = max(float(imp), 0.0) / tot if tot > 0 else 1.0 / len(same)
+        weights.append(within / n_models)
+    return weights
+
+
+def served_merge(lists: Sequence[Sequence[int]], models: Sequence[str], importance: Sequence[float],
+                 explicit: Sequence[bool], k: int) -> list[tuple[int, int]]:
+    """The served merge of one user: (item, index of the embedding it came from) for up to ``k`` items.
+
+    lists[j]: embedding j's candidates, best first; models[j], importance[j], explicit[j] describe it.
+    Embeddings are visited grouped by model name (stable inside a model), so the answer does not depend
+    on the order the caller found the models in (the reader: the manifest's; evaluation: dcm then cr).
+    """
+    order = sorted(range(len(lists)), key=lambda j: models[j])
+    weights = embedding_weights([models[j] for j in order], [importance[j] for j in order],
+                                [explicit[j] for j in order])
+    picked = round_robin([lists[j] for j in order], split_budget(weights, k), k)
+    return [(item, order[src]) for item, src in picked]
