@@ -101,19 +101,10 @@ def _stage(dotted: str, *args):
 def mer_daily():
     @task
     def generate_if_absent() -> dict:
-        """Synthetic logs for the window when the run asks for them and raw input is missing."""
-        from mer.app.pipeline import config_for, missing_raw, run_stage, window
-
-        ctx = get_current_context()
-        cfg = config_for(dict(ctx["params"]))
-        missing = missing_raw(cfg, ctx["ds"])
-        if not (ctx["params"]["generate_if_absent"] and missing):
-            return {"generated": False, "missing": len(missing)}
-        days = window(cfg, ctx["ds"])
-        cfg.generate = cfg.generate.model_copy(update={"end_ds": pendulum.parse(ctx["ds"]).date(), "days": len(days)})
-        from mer.stages.datagen.synthetic import generate
-
-        return {"generated": True, **run_stage(cfg, ctx["ds"], "generate", lambda c, _ds: generate(c))}
+        """Synthetic logs for the window's days that have no raw input, when the run asks for them."""
+        if not get_current_context()["params"]["generate_if_absent"]:
+            return {"generated": False}
+        return _stage("mer.app.pipeline:generate_missing")
 
     wait_for_raw = RawPartitionsSensor(
         task_id="wait_for_raw", poke_interval=60, timeout=RAW_WAIT_S, mode="reschedule"

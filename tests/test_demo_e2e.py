@@ -101,7 +101,9 @@ def test_first_run_publishes_a_verified_version(e2e):
     assert manifest["files"]
     for rel, meta in manifest["files"].items():
         assert hashlib.sha256((run_dir / rel).read_bytes()).hexdigest() == meta["sha256"], rel
-    assert (run_dir / "report.html").exists()  # uploaded by the report task
+    # nothing in the version but what its manifest lists; the report task uploads under reports/
+    assert {p.relative_to(run_dir).as_posix() for p in run_dir.rglob("*") if p.is_file()} == {*manifest["files"], "manifest.json"}
+    assert (mirror / "reports" / D / run_dir.name / "report.html").exists()
     assert Path(first["report"]).read_text().count("data:image/png") >= 3
 
 

@@ -88,3 +88,100 @@ def test_bless_record_has_no_wall_clock_and_a_bad_record_is_named(cfg):
     _metrics(cfg, D2, 0.50)
     with pytest.raises(MerError, match=r"bless record .*ds=2026-01-10/bless.json: unreadable"):
         bless.run(cfg, D2)
+
+
+# ---------------------------------------------------------------- generate_if_absent
+def _small(cfg, train_days: int = 6):
+    cfg.generate = cfg.generate.model_copy(update={"n_users": 200, "n_items": 600, "n_topics": 4,
+                                                   "subinterests_per_topic": 4})
+    cfg.build = cfg.build.model_copy(update={"train_days": train_days})
+    return cfg
+
+
+def _raw_files(cfg) -> dict[str, str]:
+    """relative path -> sha256 of every raw file."""
+    return {p.relative_to(cfg.raw_dir).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(cfg.raw_dir.rglob("*")) if p.is_file()}
+
+
+def test_generate_if_absent_writes_only_missing_days_and_never_replaces_a_partition(cfg):
+    from mer.app.pipeline import generate_missing, missing_raw
+
+    cfg = _small(cfg)
+    first = generate_missing(cfg, "2026-01-13")
+    assert first["generated"] is True and missing_raw(cfg, "2026-01-13") == []
+    before = _raw_files(cfg)
+    rows = {d: read_partition(cfg.raw_table("engagement_log"), d).num_rows
+            for d in list_partitions(cfg.raw_table("engagement_log"))}
+    assert list(rows) == [f"2026-01-{d:02d}" for d in range(7, 14)]
+
+    second = generate_missing(cfg, "2026-01-15")
+    after = _raw_files(cfg)
+    # every existing file byte-identical (the old DAG task regenerated and replaced the whole window)
+    assert {k: after[k] for k in before} == before
+    assert {read_partition(cfg.raw_table("engagement_log"), d).num_rows for d in rows} == set(rows.values())
+    assert sorted(second["written"]) == sorted(f"{t}/ds={d}" for t in RAW_TABLES for d in ("2026-01-14", "2026-01-15"))
+    assert missing_raw(cfg, "2026-01-15") == []
+    assert generate_missing(cfg, "2026-01-15") == {"generated": False, "missing": 0}
+    assert _raw_files(cfg) == after
+
+
+def test_a_generated_day_does_not_depend_on_the_window_end(tmp_path):
+    from mer.base.config import MerConfig
+    from mer.stages.datagen.synthetic import generate
+
+    tables = {}
+    for end, days in (("2026-01-15", 5), ("2026-01-13", 2)):
+        cfg = _small(MerConfig(root=tmp_path / end))
+        cfg.generate = cfg.generate.model_copy(update={"end_ds": date.fromisoformat(end), "days": days})
+        generate(cfg)
+        tables[end] = {t: read_partition(cfg.raw_table(t), "2026-01-12") for t in LOG_TABLES}
+    for t in LOG_TABLES:
+        assert tables["2026-01-15"][t].equals(tables["2026-01-13"][t]), t
+
+
+def test_generate_only_missing_fills_a_half_written_day(cfg):
+    """One log table of a day present (a crash between the two writes): only the other is written."""
+    from mer.stages.datagen.synthetic import generate
+
+    cfg = _small(cfg)
+    cfg.generate = cfg.generate.model_copy(update={"end_ds": date(2026, 1, 15), "days": 1})
+    generate(cfg)
+    src = partition_dir(cfg.raw_table("source_interest_log"), "2026-01-15")
+    kept = _raw_files(cfg)
+    for p in src.iterdir():
+        p.unlink()
+    src.rmdir()
+    out = generate(cfg, only_missing=True)
+    assert out["written"] == ["source_interest_log/ds=2026-01-15"]
+    assert _raw_files(cfg) == kept
+
+
+# ---------------------------------------------------------------- a published version is final at its manifest
+def test_after_publish_and_report_the_version_holds_exactly_its_manifest(run_cfg):
+    from mer.app.pipeline import run_stage
+    from mer.app.report import render
+    from mer.stages.index import publish
+    from mer.stages.index.storage import Store
+
+    cfg, ds = run_cfg, "2026-01-15"
+    assert run_stage(cfg, ds, "publish", publish.run, "run-1")["status"] == "published"
+    store = Store(cfg)
+    vkey = store.key(ds, "run-1")
+    at_manifest = store.list(vkey)
+    uploaded = run_stage(cfg, ds, "report", render.run)["uploaded"]
+
+    listing = store.list(vkey)
+    assert listing == at_manifest  # the report task wrote nothing into the version
+    manifest = store.get_json(f"{vkey}/{publish.MANIFEST}")
+    assert set(listing) == {f"{vkey}/{rel}" for rel in manifest["files"]} | {f"{vkey}/{publish.MANIFEST}"}
+    for rel, meta in manifest["files"].items():
+        assert hashlib.sha256(store.get_bytes(f"{vkey}/{rel}")).hexdigest() == meta["sha256"], rel
+    newest = max(o["last_modified"] for o in listing.values())
+    assert listing[f"{vkey}/{publish.MANIFEST}"]["last_modified"] == newest
+
+    key = store.key("reports", ds, "run-1", "report.html")
+    assert uploaded == store.url(key)
+    assert store.get_bytes(key) == (cfg.run_dir(ds) / "report.html").read_bytes()
+    # reports/ is no version: rollback and retention see only <ds>/<run_id>/manifest.json
+    assert [(v["ds"], v["run_id"]) for v in publish.list_versions(store)] == [(ds, "run-1")]

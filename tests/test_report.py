@@ -1,5 +1,5 @@
 """The run report on hand-built inputs: known numbers land in the page, missing inputs say so,
-and a published run's report is uploaded beside its version (boto3 over HTTP to moto)."""
+and a published run's report is uploaded under reports/, outside its version (boto3 over HTTP to moto)."""
 from __future__ import annotations
 
 import json
@@ -105,14 +105,14 @@ def test_stage_records_capture_failures_with_their_message(cfg):
     assert "recall_gate" in page and "failed" in page
 
 
-def test_published_run_uploads_its_report_beside_the_version(cfg):
+def test_published_run_uploads_its_report_outside_the_version(cfg):
     write_inputs(cfg)
     record_stage(cfg, DS, "publish", {"status": "success", "started": 3.0, "seconds": 1.0, "error": None,
                                       "summary": {"status": "published", "version": f"{DS}/run-1", "url": "s3://x"}})
     cfg.publish.bucket = "mer-report-test"
     with local_s3(cfg.publish.bucket) as endpoint:
         out = render.run(cfg, DS)
-        key = f"{cfg.publish.prefix}/{DS}/run-1/report.html"
+        key = f"{cfg.publish.prefix}/reports/{DS}/run-1/report.html"  # never inside the version folder
         assert out["uploaded"] == f"s3://{cfg.publish.bucket}/{key}"
         body = boto3.client("s3", endpoint_url=endpoint).get_object(Bucket=cfg.publish.bucket, Key=key)["Body"].read()
     assert body == (cfg.run_dir(DS) / "report.html").read_bytes()

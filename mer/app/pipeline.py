@@ -88,6 +88,23 @@ def missing_raw(cfg: MerConfig, ds: str) -> list[str]:
     return missing
 
 
+def generate_missing(cfg: MerConfig, ds: str) -> dict[str, Any]:
+    """Synthetic raw input for the days of ``ds``'s window that have none (the DAG's ``generate_if_absent``).
+
+    Only missing partitions are written: a partition that exists may already have been read by another
+    run, so it is never replaced (a backfill or a later end date must not change an earlier run's input).
+    """
+    from datetime import date
+
+    from mer.stages.datagen.synthetic import generate
+
+    missing = missing_raw(cfg, ds)
+    if not missing:
+        return {"generated": False, "missing": 0}
+    gen = cfg.generate.model_copy(update={"end_ds": date.fromisoformat(ds), "days": len(window(cfg, ds))})
+    return {"generated": True, "missing": len(missing), **generate(cfg.model_copy(update={"generate": gen}), only_missing=True)}
+
+
 def stages_dir(cfg: MerConfig, ds: str) -> Path:
     return cfg.run_dir(ds) / "stages"
 

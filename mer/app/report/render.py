@@ -222,8 +222,20 @@ def run(cfg: MerConfig, ds: str) -> dict[str, Any]:
     return {"ds": ds, "report": str(path), "bytes": len(page.encode()), "uploaded": uploaded}
 
 
+REPORTS = "reports"
+
+
+def report_key(store, version: str) -> str:
+    """``<prefix>/reports/<ds>/<run_id>/report.html``: outside the version folder, under the publisher's prefix."""
+    return store.key(REPORTS, *version.split("/"), "report.html")
+
+
 def upload(cfg: MerConfig, ds: str, path: Path) -> str | None:
-    """Put the report beside the version this run published; the manifest (written last) is untouched."""
+    """Upload the report of the run that published ``version``, never into the version itself.
+
+    A version is complete when its manifest is written and readers verify it against that manifest; the
+    report is rendered after publish (it reports the publish), so it goes under ``reports/`` instead.
+    """
     publish = inputs.stages(cfg, ds).get("publish")
     version = ((publish or {}).get("summary") or {}).get("version")
     if not publish or publish.get("status") != "success" or not version:
@@ -231,6 +243,6 @@ def upload(cfg: MerConfig, ds: str, path: Path) -> str | None:
     from mer.stages.index.storage import Store, sha256_file
 
     store = Store(cfg)
-    key = store.key(version, "report.html")
+    key = report_key(store, version)
     store.upload_file(path, key, sha256_file(path))
     return store.url(key)

@@ -1,8 +1,9 @@
 """Seeded synthetic logs in the raw input contract (``mer generate``), with structure the models can find.
 
-Everything is drawn from ``numpy.random.default_rng`` children of one ``SeedSequence(cfg.generate.seed)``
-(catalog, users, then one child per day), so the same seed gives identical rows, and a day's logs
-depend only on the world and that day. Events are simulated a whole day at a time with array
+Everything is drawn from ``numpy.random.default_rng`` seeded by ``cfg.generate.seed``: the catalog and the
+users from children of ``SeedSequence(seed)``, each day's logs from ``SeedSequence([seed, 1, date])``, so the
+same seed gives identical rows, and a day's logs depend only on the world and that day (not on the window
+they were generated in). Events are simulated a whole day at a time with array
 operations; no Python loop runs per request or per event.
 
 What is planted (ids: user 1..U, item 1..N, topic 1..T; sub-interest s = topic_index * P + j):
@@ -53,7 +54,7 @@ from mer.base.contract import (
     USER_FOLLOWS,
 )
 from mer.base.errors import MerError
-from mer.base.io import atomic_path, write_partition
+from mer.base.io import atomic_path, partition_dir, write_partition
 from mer.stages.datagen.sampling import GroupedSampler
 
 TOPIC_NAMES = (
@@ -444,14 +445,24 @@ def ground_truth_tables(w: World) -> dict[str, pa.Table]:
     return {"users": users_t, "items": items_t}
 
 
+def day_seed(g: GenerateConfig, day: date) -> np.random.SeedSequence:
+    """The seed of one day's logs: the config seed and the date, never the day's place in a window."""
+    return np.random.SeedSequence([g.seed, 1, day.toordinal()])
+
+
 def _write_file(path: Path, table: pa.Table) -> None:
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd")
 
 
 # ------------------------------------------------------------------------------------------ entry point
-def generate(cfg: MerConfig, large: bool = False) -> dict:
-    """Write ``cfg.generate.days`` days of raw logs ending at ``end_ds`` (+ snapshots, + ground truth)."""
+def generate(cfg: MerConfig, large: bool = False, *, only_missing: bool = False) -> dict:
+    """Write ``cfg.generate.days`` days of raw logs ending at ``end_ds`` (+ snapshots, + ground truth).
+
+    A day's logs are drawn from a seed of (seed, that date), so they do not depend on which window they
+    were generated in. ``only_missing`` writes only the raw partitions (and ground-truth files) that do
+    not exist yet and never replaces one: readers of earlier partitions see the same bytes.
+    """
     g = cfg.generate
     if g.days < 1:
         raise MerError(f"generate config: days must be >= 1, got {g.days}")
@@ -459,26 +470,39 @@ def generate(cfg: MerConfig, large: bool = False) -> dict:
     snapshots = "ends" if large else g.snapshots
     t0 = time.perf_counter()
     w = build_world(g, n_users, n_items)
-    day_seeds = np.random.SeedSequence([g.seed, 1]).spawn(g.days)
     days = [g.start_ds() + timedelta(days=i) for i in range(g.days)]
     snap_days = days if snapshots == "daily" else sorted({days[0], days[-1]})
+
+    def wanted(name: str, d: date) -> bool:
+        return not (only_missing and partition_dir(cfg.raw_table(name), d.isoformat()).is_dir())
+
     snaps = {"topics": topics_table(g), "item_features": item_features_table(w.cat), "user_follows": user_follows_table(w.users)}
     rows = {name: 0 for name in RAW_TABLES}
     actions: dict[str, int] = {a: 0 for a in ACTIONS}
+    written: list[str] = []
     for d in snap_days:
         for name, table in snaps.items():
-            write_partition(cfg.raw_table(name), d.isoformat(), table)
-            rows[name] += table.num_rows
-    for d, seed in zip(days, day_seeds):
-        eng, src = simulate_day(w, d, np.random.default_rng(seed))
-        write_partition(cfg.raw_table("engagement_log"), d.isoformat(), eng)
-        write_partition(cfg.raw_table("source_interest_log"), d.isoformat(), src)
-        rows["engagement_log"] += eng.num_rows
-        rows["source_interest_log"] += src.num_rows
-        for rec in pc.value_counts(eng.column("action")).to_pylist():
-            actions[rec["values"]] += rec["counts"]
+            if wanted(name, d):
+                write_partition(cfg.raw_table(name), d.isoformat(), table)
+                rows[name] += table.num_rows
+                written.append(f"{name}/ds={d.isoformat()}")
+    for d in days:
+        logs = [name for name in ("engagement_log", "source_interest_log") if wanted(name, d)]
+        if not logs:
+            continue
+        eng, src = simulate_day(w, d, np.random.default_rng(day_seed(g, d)))
+        for name, table in zip(("engagement_log", "source_interest_log"), (eng, src)):
+            if name in logs:
+                write_partition(cfg.raw_table(name), d.isoformat(), table)
+                rows[name] += table.num_rows
+                written.append(f"{name}/ds={d.isoformat()}")
+        if "engagement_log" in logs:
+            for rec in pc.value_counts(eng.column("action")).to_pylist():
+                actions[rec["values"]] += rec["counts"]
     for name, table in ground_truth_tables(w).items():
-        _write_file(cfg.ground_truth_dir / f"{name}.parquet", table)
+        path = cfg.ground_truth_dir / f"{name}.parquet"
+        if not (only_missing and path.is_file()):
+            _write_file(path, table)
     secs = time.perf_counter() - t0
     events = rows["engagement_log"]
     return {
@@ -488,6 +512,8 @@ def generate(cfg: MerConfig, large: bool = False) -> dict:
         "days": [days[0].isoformat(), days[-1].isoformat()],
         "n_days": len(days),
         "snapshot_days": len(snap_days),
+        "written_partitions": len(written),
+        "written": written,
         "users": n_users,
         "items": n_items,
         "rows": rows,
