@@ -7,7 +7,6 @@ Histories are right-aligned: the last slot is the most recent engagement.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Iterator
 
 import numpy as np
@@ -374,7 +373,3 @@ def corpus_rows(cfg: MerConfig, ds: str, catalog: Catalog) -> np.ndarray:
     if len(rows) == 0:
         raise ContractError(f"table eval_corpus: no item of ds={ds} is in item_features")
     return rows
-
-
-def table_exists(path: Path, ds: str) -> bool:
-    return (Path(path) / f"ds={ds}").is_dir()

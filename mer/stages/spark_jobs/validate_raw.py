@@ -75,11 +75,6 @@ def check_engagement(events, item_ids, known_actions: list[str]):
     return split_flagged(flag_engagement(events, item_ids, known_actions), "engagement_log")
 
 
-def check_source_interest(rows, item_ids, topic_ids):
-    """source_interest_log rows (+ event_date) -> (good, bad)."""
-    return split_flagged(flag_source_interest(rows, item_ids, topic_ids), "source_interest_log")
-
-
 def flag_engagement(events, item_ids, known_actions: list[str]):
     """engagement_log rows + ``_reason`` / ``_column`` (null when the row is clean)."""
     from pyspark.sql import Window
