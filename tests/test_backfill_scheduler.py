@@ -24,7 +24,7 @@ import pytest
 
 from mer.base.config import REPO_ROOT
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.spark]  # the DAG runs the Spark stages
 
 DATES = ("2026-01-13", "2026-01-14", "2026-01-15")
 BUCKET = "mer-backfill"
@@ -59,8 +59,8 @@ TINY = {
     "MER_INDEX__RECALL_TARGET": "0.9",
     "MER_PUBLISH__BUCKET": BUCKET,
     "MER_PUBLISH__PREFIX": PREFIX,
-    "MER_RETRY_DELAY_S": "2",
-    "MER_RAW_WAIT_TIMEOUT_S": "120",
+    "MER_DAG__RETRY_DELAY_S": "2",
+    "MER_DAG__RAW_WAIT_TIMEOUT_S": "120",
 }
 # The backfill's run conf: no extra baselines, one shard, and always blessed (tiny data need not
 # beat the baseline) so that every run publishes.
@@ -241,8 +241,7 @@ def backfilled(tmp_path_factory):
     )
     started = time.monotonic()
     gen = subprocess.run(
-        [sys.executable, "-c", "from mer.base.config import load_config; from mer.stages.datagen.synthetic import generate; "
-                               "generate(load_config())"],
+        [sys.executable, "-m", "mer.app.cli", "generate"],
         env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
     )
     assert gen.returncode == 0, gen.stderr[-3000:]

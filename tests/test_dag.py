@@ -18,32 +18,6 @@ from mer.base.config import REPO_ROOT
 
 DAGS = REPO_ROOT / "dags"
 
-PARSE = r"""
-import json, sys, time
-t0 = time.perf_counter()
-from airflow.dag_processing.dagbag import DagBag
-t1 = time.perf_counter()
-bag = DagBag(dag_folder=sys.argv[1])
-t2 = time.perf_counter()
-dag = bag.dags.get("mer_daily")
-out = {
-    "errors": {k: str(v) for k, v in bag.import_errors.items()},
-    "parse_s": t2 - t1,
-    "heavy": sorted(m for m in ("torch", "pyspark", "faiss", "great_expectations", "sklearn") if m in sys.modules),
-}
-if dag is not None:
-    out.update(
-        schedule=str(getattr(dag.timetable, "_expression", dag.timetable)), catchup=dag.catchup, max_active_runs=dag.max_active_runs,
-        params=sorted(dag.params.keys()),
-        tasks={t.task_id: {"type": type(t).__name__, "up": sorted(t.upstream_task_ids), "retries": t.retries,
-                           "backoff": t.retry_exponential_backoff, "trigger": getattr(t.trigger_rule, "value", t.trigger_rule),
-                           "outlets": [getattr(o, "name", str(o)) for o in t.outlets],
-                           "args": getattr(t, "application_args", None) or getattr(t, "_application_args", None),
-                           "conn": getattr(t, "_conn_id", None)}
-               for t in dag.tasks},
-    )
-print("@@" + json.dumps(out, default=str))
-"""
 
 
 def airflow_env(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -62,7 +36,8 @@ def airflow_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 def parse(tmp_path: Path, **extra: str) -> dict:
     proc = subprocess.run(
-        [sys.executable, "-c", PARSE, str(DAGS)], env=airflow_env(tmp_path, **extra), capture_output=True, text=True,
+        [sys.executable, "-m", "tests.programs.dag_parse", str(DAGS)], env=airflow_env(tmp_path, **extra), cwd=REPO_ROOT,
+        capture_output=True, text=True,
         timeout=120,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -75,9 +50,9 @@ def parsed(tmp_path_factory) -> dict:
     return parse(tmp_path_factory.mktemp("dagbag"))
 
 
-def test_dagbag_imports_without_errors_fast_and_without_heavy_modules(parsed):
+def test_dagbag_imports_without_errors_and_without_heavy_modules(parsed):
+    # Parse time is a benchmark figure (bench/bench_dag_parse.py), not a timed assertion.
     assert parsed["errors"] == {}
-    assert parsed["parse_s"] < 2.0, f"parsing dags/ took {parsed['parse_s']:.2f}s"
     assert parsed["heavy"] == [], f"DAG parse imported {parsed['heavy']}"
 
 
@@ -88,7 +63,7 @@ def test_schedule_catchup_and_concurrency(parsed):
 
 
 def test_catchup_from_environment(tmp_path):
-    assert parse(tmp_path, MER_CATCHUP="true")["catchup"] is True
+    assert parse(tmp_path, MER_DAG__CATCHUP="true")["catchup"] is True
 
 
 def test_params_cover_the_main_knobs(parsed):
@@ -141,7 +116,7 @@ def test_assets_are_outlets(parsed):
 
 
 def test_spark_connection_switches_spark_stages_to_spark_submit(tmp_path):
-    parsed = parse(tmp_path, MER_SPARK_CONN="spark_cluster")
+    parsed = parse(tmp_path, MER_DAG__SPARK_CONN="spark_cluster")
     assert parsed["errors"] == {}
     tasks = parsed["tasks"]
     for job in ("validate_raw", "training_data", "item_inference"):
@@ -154,13 +129,6 @@ def test_spark_connection_switches_spark_stages_to_spark_submit(tmp_path):
     assert tasks["item_inference"]["up"] == ["bless", "package_code"]
 
 
-WIRING_RUN = r"""
-import json, sys
-from mer.app.demo import migrate_db, run_dag
-migrate_db()
-states = run_dag(sys.argv[1], json.loads(sys.argv[2]), mark_success_pattern=sys.argv[3])
-print("@@" + json.dumps(states))
-"""
 
 STAGE_TASKS = r"^(wait_for_raw|validate_raw|gate_.*|training_data|train_.*|evaluate|bless|item_inference|build_shard|recall_gate|publish)$"
 
@@ -168,8 +136,8 @@ STAGE_TASKS = r"^(wait_for_raw|validate_raw|gate_.*|training_data|train_.*|evalu
 def test_dag_test_runs_the_wiring_with_mapped_shards_and_a_report(tmp_path):
     """Real Airflow run (dag.test): trigger rules, mapping over `shards`, the report task rendering."""
     proc = subprocess.run(
-        [sys.executable, "-c", WIRING_RUN, "2026-01-15", json.dumps({"shards": 3, "extra_baselines": []}), STAGE_TASKS],
-        env=airflow_env(tmp_path, MER_RETRY_DELAY_S="1"), capture_output=True, text=True, timeout=300,
+        [sys.executable, "-m", "tests.programs.dag_wiring_run", "2026-01-15", json.dumps({"shards": 3, "extra_baselines": []}), STAGE_TASKS],
+        env=airflow_env(tmp_path, MER_DAG__RETRY_DELAY_S="1"), cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     states = json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("@@")][-1][2:])

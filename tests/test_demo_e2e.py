@@ -18,7 +18,7 @@ import pytest
 
 from mer.base.config import REPO_ROOT
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.spark]  # the DAG runs the Spark stages
 
 D = "2026-01-15"
 DAYS = ("2026-01-13", "2026-01-14")
@@ -45,30 +45,9 @@ TINY = {
     "MER_INDEX__RECALL_QUERIES": "50",
     "MER_INDEX__RECALL_TARGET": "0.9",
     "MER_PUBLISH__BUCKET": "mer-e2e",
-    "MER_RETRY_DELAY_S": "1",
+    "MER_DAG__RETRY_DELAY_S": "1",
 }
 
-SCENARIO = r"""
-import json, shutil, sys
-from mer.base.config import load_config
-from mer.stages.datagen.synthetic import generate
-from mer.app.demo import run
-
-D, days = sys.argv[1], sys.argv[2].split(",")
-cfg = load_config()
-generate(cfg)  # all days up front: every run finds its window
-out = {}
-BLESS = {"bless_margin": -1.0, "bless_tolerance": 1.0}
-out["first"] = run(cfg, D, BLESS)
-shutil.copytree(cfg.table("training_examples") / f"ds={D}", cfg.root / "snap_first")
-out["second"] = run(cfg, D, BLESS)
-latest = cfg.root / "s3" / cfg.publish.bucket / cfg.publish.prefix / "LATEST"
-out["latest_after_second"] = latest.read_text()
-out["not_blessed"] = run(cfg, D, {"bless_margin": 1e6})
-out["latest_after_not_blessed"] = latest.read_text()
-out["backfill"] = [run(cfg, d, BLESS) for d in days]
-print("@@" + json.dumps(out, default=str))
-"""
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +56,7 @@ def e2e(tmp_path_factory):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "MER_", "AWS_"))}
     env.update(TINY, MER_ROOT=str(tmp / "var"))
     proc = subprocess.run(
-        [sys.executable, "-c", SCENARIO, D, ",".join(DAYS)], env=env, cwd=REPO_ROOT, capture_output=True, text=True,
+        [sys.executable, "-m", "tests.programs.demo_scenario", D, ",".join(DAYS)], env=env, cwd=REPO_ROOT, capture_output=True, text=True,
         timeout=1800,
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]

@@ -196,45 +196,13 @@ def test_fault_corrupt_parquet_file(cfg, spark):
 
 
 # ---------------------------------------------------------------- late data: the raw sensor
-SENSOR = r"""
-import threading, time
-from mer.base.errors import MerError
-from mer.app.raw_sensor import RawPartitionsSensor
-class TI:
-    try_number = 1
-    max_tries = 1
-ctx = {"params": {}, "ti": TI(), "task_instance": TI()}
-pokes = []
-class Counting(RawPartitionsSensor):
-    def poke(self, context):
-        pokes.append(time.time())
-        return super().poke(context)
-s = Counting(task_id="wait_for_raw", ds="2026-01-15", timeout=0.5, poke_interval=0.1, mode="poke")
-try:
-    s.execute(ctx)
-    print("@@ no error")
-except MerError as e:
-    print("@@", type(e).__name__, "|", isinstance(e, MerError), "|", len(pokes), "|", e)
-
-# The data lands while the sensor waits: it succeeds.
-from mer.app.pipeline import config_for
-from tests.raw_fixture import write_raw
-def land():
-    time.sleep(0.4)
-    write_raw(config_for({}))
-pokes.clear()
-threading.Thread(target=land).start()
-s = Counting(task_id="wait_for_raw", ds="2026-01-15", timeout=30, poke_interval=0.1, mode="poke")
-s.execute(ctx)
-print("@@ landed after", len(pokes), "pokes")
-"""
 
 
 def test_fault_late_arriving_partition(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "MER_"))}
     env.update(AIRFLOW_HOME=str(tmp_path / "afh"), MER_ROOT=str(tmp_path / "var"), MER_BUILD__TRAIN_DAYS="2",
                PYTHONPATH=str(REPO))
-    proc = subprocess.run([sys.executable, "-c", SENSOR], env=env, capture_output=True, text=True, timeout=120, cwd=REPO)
+    proc = subprocess.run([sys.executable, "-m", "tests.programs.sensor_timeout"], env=env, capture_output=True, text=True, timeout=120, cwd=REPO)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("@@")]
     assert len(lines) == 2, proc.stdout[-2000:] + proc.stderr[-4000:]
     name, is_mer, pokes, msg = (p.strip() for p in lines[0][3:].split("|"))
@@ -258,7 +226,7 @@ def test_fault_nan_item_embeddings(cfg, spark, monkeypatch):
     fx.make_models(cfg, DS)
     cfg.train = cfg.train.model_copy(update={"embed_dim": 16})
     fx.write_item_features(cfg, DS, n=120)
-    monkeypatch.setenv("MER_SERVING_MODULE", "tests.nan_tower_fixture")
+    cfg.index.serving_module = "tests.nan_tower_fixture"
     with pytest.raises(DataQualityError) as err:
         run(cfg, DS)
     msg = str(err.value)
@@ -270,7 +238,7 @@ def test_fault_nan_item_embeddings(cfg, spark, monkeypatch):
     # Nothing downstream can publish it: the recall gate never ran.
     assert not (cfg.run_dir(DS) / "index" / "recall.json").exists()
 
-    monkeypatch.setenv("MER_SERVING_MODULE", "tests.item_tower_fixture")  # the tower fixed
+    cfg.index.serving_module = "tests.item_tower_fixture"  # the tower fixed
     out = run(cfg, DS)
     assert out["quality"]["success"] and out["rows"] == {"dcm": 120, "cr": 120}
 

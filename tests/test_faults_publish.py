@@ -146,24 +146,6 @@ def test_fault_s3_5xx_and_throttling_are_retried(run_cfg):
 
 
 # ---------------------------------------------------------------- killed mid-upload
-KILLED_PUBLISH = r"""
-import os, signal, sys
-from mer.stages.index import publish
-from mer.stages.index.storage import Store
-from mer.base.config import MerConfig
-
-cfg = MerConfig.model_validate_json(sys.argv[1])
-real, calls = Store.upload_file, []
-
-def upload_then_die(self, path, key, sha256):
-    if len(calls) == 4:
-        os.kill(os.getpid(), signal.SIGKILL)  # no finally, no atexit: the process just stops
-    calls.append(key)
-    return real(self, path, key, sha256)
-
-Store.upload_file = upload_then_die
-publish.run(cfg, sys.argv[2], sys.argv[3])
-"""
 
 
 def test_fault_killed_during_upload(run_cfg):
@@ -181,7 +163,7 @@ def test_fault_killed_during_upload(run_cfg):
     store = Store(cfg)
     before = read_latest(store)
 
-    proc = subprocess.run([sys.executable, "-c", KILLED_PUBLISH, cfg.model_dump_json(), DS, "second"],
+    proc = subprocess.run([sys.executable, "-m", "tests.programs.killed_publish", cfg.model_dump_json(), DS, "second"],
                           cwd=REPO_ROOT, env=dict(os.environ), capture_output=True, text=True, timeout=120)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
 

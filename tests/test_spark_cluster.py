@@ -153,17 +153,15 @@ def test_spark_jobs_on_standalone_cluster_match_local_mode(cluster, tmp_path):
     local_root, cluster_root = tmp_path / "local_root", Path(env["MER_ROOT"])
 
     # Same raw input for both: generated once (seeded), copied.
-    gen = subprocess.run([sys.executable, "-c", "from mer.base.config import load_config; from mer.stages.datagen.synthetic "
-                          "import generate; generate(load_config())"], env={**env, "MER_ROOT": str(local_root)},
+    gen = subprocess.run([sys.executable, "-m", "mer.app.cli", "generate"], env={**env, "MER_ROOT": str(local_root)},
                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert gen.returncode == 0, gen.stderr[-3000:]
     shutil.copytree(local_root / "raw", cluster_root / "raw")
 
     # Local mode: both jobs in one process (one JVM), through the same entry point.
     local = subprocess.run(
-        [sys.executable, "-c", "import sys; from mer.app.spark_submit import main\n"
-         f"for job in {list(JOBS)!r}:\n    assert main([job, '--ds', {D!r}]) == 0, job"],
-        env={**env, "MER_ROOT": str(local_root), "MER_SPARK_MASTER": "local[1]"}, cwd=REPO_ROOT,
+        [sys.executable, "-m", "tests.programs.spark_jobs_in_one_process", D, *JOBS],
+        env={**env, "MER_ROOT": str(local_root), "MER_SPARK__MASTER": "local[1]"}, cwd=REPO_ROOT,
         capture_output=True, text=True, timeout=180)
     assert local.returncode == 0, local.stderr[-3000:]
 
