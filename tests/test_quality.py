@@ -15,7 +15,7 @@ from tests.raw_fixture import DS, built_small, write_snapshots  # noqa: F401 (fi
 
 
 def test_raw_and_training_gates_pass_on_built_data(built_small):
-    from mer.stages.quality.gates import run
+    from mer.stages.quality.gates import data_docs_index, run
 
     cfg, _ = built_small
     raw = run(cfg, DS, "raw")
@@ -26,7 +26,7 @@ def test_raw_and_training_gates_pass_on_built_data(built_small):
     mean = next(r for r in saved["tables"]["training_examples"]["results"]
                 if r["expectation"] == "expect_column_mean_to_be_between")
     assert mean["observed"] == pytest.approx(6 / 9)  # the join rate
-    assert (cfg.quality_dir / "data_docs" / "index.html").is_file()
+    assert data_docs_index(cfg).is_file() and training["data_docs"] == str(data_docs_index(cfg))
 
 
 def test_training_gate_lists_failed_expectations(built_small, cfg):
