@@ -161,15 +161,15 @@ def main() -> None:
     from mer.base.config import MerConfig
     from tests import item_tower_fixture as fx
 
+    serving_module = "tests.item_tower_fixture" if args.tower == "mlp" else "mer.stages.model.serving"
     if args.tower == "mlp":
-        os.environ["MER_SERVING_MODULE"] = "tests.item_tower_fixture"
         tower = "generated seeded MLP 32->512->64 (tests/item_tower_fixture.py)"
     else:
-        os.environ.pop("MER_SERVING_MODULE", None)
         tower = "mer.stages.model.serving item tower (mer/stages/model/item_tower.py, cpu preset), random weights"
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = MerConfig(root=Path(tmp) / "var")
+        cfg.index.serving_module = serving_module
         if args.tower == "mlp":
             fx.make_models(cfg, DS, in_dim=IN_DIM, dim=64, hidden=512)
         else:
@@ -214,8 +214,8 @@ def main() -> None:
         if args.spark_io:
             from mer.stages.index import towers
 
-            module = towers.serving_module_name()
-            srv = towers.serving(module)
+            module = cfg.index.serving_module
+            srv = towers.serving(cfg)
             models = {m: (str(p), srv.load_item_encoder(str(p)).model_version) for m, p in towers.served_models(cfg, DS).items()}
             spark_io = spark_io_items_per_s(cfg, spark, module, models)
 

@@ -81,14 +81,14 @@ def configure(root: Path, args) -> None:
         "MER_GENERATE__END_DS": DS,
         "MER_GENERATE__LARGE_ITEMS": str(args.items),
         "MER_GENERATE__LARGE_USERS": str(args.users),
-        "MER_BUILD__SHUFFLE_PARTITIONS": str(args.shuffle_partitions),
+        "MER_SPARK__SHUFFLE_PARTITIONS": str(args.shuffle_partitions),
         "MER_TRAIN__EPOCHS": "1",
         "MER_TRAIN__NUM_THREADS": "2",
         "MER_TRAIN__EARLY_STOP_RECORDS": "1000",
         "MER_EVAL__MAX_EVAL_RECORDS": str(args.eval_records),
         "MER_INDEX__SHARDS": str(args.shards),
         "MER_PUBLISH__BUCKET": "mer-scale",
-        "MER_SPARK_DRIVER_MEMORY": args.driver_memory,
+        "MER_SPARK__DRIVER_MEMORY": args.driver_memory,
     }
     os.environ.update(env)
 

@@ -92,7 +92,7 @@ def main() -> None:
 
     root = args.root or Path(tempfile.mkdtemp(prefix="mer-bench-"))
     cfg = MerConfig(root=root)
-    cfg.build = cfg.build.model_copy(update={"shuffle_partitions": 8})
+    cfg.spark = cfg.spark.model_copy(update={"shuffle_partitions": 8})
     spark = get_spark(cfg, "mer-bench-training-data")
     try:
         t = time.perf_counter()
@@ -132,7 +132,7 @@ def main() -> None:
         "plain_join_events_per_s": round(join_eps), "build_events_per_s": round(build_eps),
         "ratio": round(ratio, 2), "within_target": ratio <= 3.0,
         "training_examples": summary["training_examples"], "cr_triples": summary["cr_triples"],
-        "history_len": cfg.build.history_len, "spark_master": cfg.build.spark_master,
+        "history_len": cfg.build.history_len, "spark_master": cfg.spark.master,
     }))
 
 

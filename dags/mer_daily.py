@@ -4,14 +4,14 @@ This file only wires tasks. Each task calls the stage function the CLI calls (on
 ``mer.app.cli`` command of the same name), keyed on the run's logical date ``ds``; heavy
 libraries (pyspark, torch, faiss) are imported inside the stages when a task runs.
 
-Knobs: DAG params below (None = keep the MER_* environment / config file value); catch-up
-with ``MER_CATCHUP=true`` (also ``MER_START_DATE``, ``MER_RETRY_DELAY_S``, ``MER_RAW_WAIT_TIMEOUT_S``);
-Spark stages go to a cluster through SparkSubmitOperator when ``MER_SPARK_CONN`` names an
+Knobs: DAG params below (None = keep the MER_* environment / config file value); the ``dag`` section
+of the typed config (mer/base/config.py): catch-up with ``MER_DAG__CATCHUP=true`` (also
+``MER_DAG__START_DATE``, ``MER_DAG__RETRY_DELAY_S``, ``MER_DAG__RAW_WAIT_TIMEOUT_S``);
+Spark stages go to a cluster through SparkSubmitOperator when ``MER_DAG__SPARK_CONN`` names an
 Airflow connection (e.g. ``spark_default``), else they run in-process.
 """
 from __future__ import annotations
 
-import os
 from datetime import timedelta
 
 import pendulum
@@ -29,11 +29,11 @@ from mer.app.raw_sensor import RawPartitionsSensor
 from mer.base.config import REPO_ROOT, load_config
 
 _cfg = load_config()
-SPARK_CONN = os.environ.get("MER_SPARK_CONN", "").strip()
-CATCHUP = os.environ.get("MER_CATCHUP", "false").lower() in ("1", "true", "yes")
-START = pendulum.parse(os.environ.get("MER_START_DATE", _cfg.generate.start_ds().isoformat()), tz="UTC")
-RAW_WAIT_S = float(os.environ.get("MER_RAW_WAIT_TIMEOUT_S", 6 * 3600))
-RETRY_DELAY_S = float(os.environ.get("MER_RETRY_DELAY_S", 60))
+SPARK_CONN = _cfg.dag.spark_conn.strip()
+CATCHUP = _cfg.dag.catchup
+START = pendulum.parse(_cfg.dag.start_date.isoformat(), tz="UTC")
+RAW_WAIT_S = _cfg.dag.raw_wait_timeout_s
+RETRY_DELAY_S = _cfg.dag.retry_delay_s
 SUBMIT_APP = REPO_ROOT / "mer" / "app" / "spark_submit.py"
 VALIDATED_TABLES = ("quarantine", "clean_engagement_log", "clean_source_interest_log")
 TRAINING_TABLES = ("cr_triples", "training_examples", "item_frequency", "eval_corpus", "item_neighbors")
@@ -132,7 +132,7 @@ def mer_daily():
                 py_files=code_zip,
                 name=f"mer-{job}-{{{{ ds }}}}",
                 application_args=[job, "--ds", "{{ ds }}", "--params", "{{ params.dump() | tojson }}"],
-                env_vars={"MER_ROOT": str(_cfg.root), "SPARK_SUBMIT_MODE": "1"},
+                env_vars={"MER_ROOT": str(_cfg.root)},
                 outlets=outlets,
             )
             return op

@@ -16,7 +16,7 @@ export AIRFLOW__API__HOST="${AIRFLOW__API__HOST:-127.0.0.1}"
 # Local single-user setup: every user is admin, no login form. Do not use in a shared deployment.
 export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS="${AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS:-True}"
 # Quick retries: a local run should not sit in a 1-minute backoff.
-export MER_RETRY_DELAY_S="${MER_RETRY_DELAY_S:-5}"
+export MER_DAG__RETRY_DELAY_S="${MER_DAG__RETRY_DELAY_S:-5}"
 mkdir -p "$AIRFLOW_HOME"
 
 # A local S3 endpoint for publish (moto on 127.0.0.1, bucket mirrored under $ROOT/s3), unless one is given.

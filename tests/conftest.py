@@ -56,9 +56,11 @@ def s3_env(s3_endpoint, monkeypatch):
 
 
 @pytest.fixture
-def towers_env(monkeypatch):
-    """Serve the small seeded item tower of tests/item_tower_fixture.py instead of a trained model."""
-    monkeypatch.setenv("MER_SERVING_MODULE", "tests.item_tower_fixture")
+def towers_env(cfg, monkeypatch):
+    """Serve the small seeded item tower of tests/item_tower_fixture.py instead of a trained model:
+    in the test's ``cfg`` and, for configs loaded later (CLI, subprocesses), in the environment."""
+    cfg.index.serving_module = "tests.item_tower_fixture"
+    monkeypatch.setenv("MER_INDEX__SERVING_MODULE", "tests.item_tower_fixture")
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """A tiny seeded stand-in for ``mer.stages.model.serving`` (same interface) and tiny raw inputs.
 
-Used through ``MER_SERVING_MODULE=tests.item_tower_fixture`` by the inference, index,
+Used through ``index.serving_module = "tests.item_tower_fixture"`` by the inference, index,
 publish and reader tests, so they run without training a model.
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """A broken item tower for the fault suite: ``tests.item_tower_fixture`` whose encoder emits NaN
 for every 7th item (a diverged or badly exported tower). Plugged in with
-``MER_SERVING_MODULE=tests.nan_tower_fixture``; Spark workers import it by name.
+``index.serving_module = "tests.nan_tower_fixture"``; Spark workers import it by name.
 """
 from __future__ import annotations
 

@@ -132,10 +132,10 @@ def write_raw(cfg: MerConfig, events=EVENTS, source_interest=SOURCE_INTEREST, da
 
 def small_cfg(cfg: MerConfig, **build) -> MerConfig:
     """Three-day window (train 01-13, 01-14; eval 01-15), history of 3, core = 2+ train saves."""
-    opts = {"train_days": 2, "eval_days": 1, "history_len": 3, "core_saves_per_28d": 14, "eval_corpus_size": 3,
-            "shuffle_partitions": 2}
+    opts = {"train_days": 2, "eval_days": 1, "history_len": 3, "core_saves_per_28d": 14, "eval_corpus_size": 3}
     opts.update(build)
     cfg.build = cfg.build.model_copy(update=opts)
+    cfg.spark = cfg.spark.model_copy(update={"shuffle_partitions": 2})
     return cfg
 
 

@@ -21,7 +21,7 @@ def test_params_override_config_and_none_keeps_environment(monkeypatch, tmp_path
     monkeypatch.setenv("MER_ROOT", str(tmp_path))
     monkeypatch.setenv("MER_INDEX__SHARDS", "5")
     cfg = config_for({"history_len": 7, "k_im": 3, "recall_target": 0.5, "shards": None, "unknown": 1})
-    assert cfg.build.history_len == 7 and cfg.train.history_len == 7
+    assert cfg.build.history_len == 7
     assert cfg.train.k_im == 3 and cfg.index.recall_target == 0.5
     assert cfg.index.shards == 5  # None = the MER_* value stands
     assert cfg.root == tmp_path

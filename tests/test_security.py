@@ -34,7 +34,8 @@ def test_canary_secret_never_appears_in_logs_stage_records_report_or_published_o
 
     canary = f"CANARY-{uuid.uuid4().hex}"
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", canary)  # the key a real publish signs with
-    monkeypatch.setenv("MER_SERVING_MODULE", "tests.item_tower_fixture")
+    monkeypatch.setenv("MER_INDEX__SERVING_MODULE", "tests.item_tower_fixture")  # the CLI below
+    cfg.index.serving_module = "tests.item_tower_fixture"
     caplog.set_level(logging.DEBUG)  # botocore at DEBUG logs requests, headers and signing steps
 
     cfg = fx.prepared_run(cfg, DS)

@@ -23,7 +23,7 @@ from mer.base.io import jsonable, list_partitions, write_json_atomic
 # so MER_* environment variables and MER_CONFIG_FILE still decide unless a run says otherwise.
 PARAM_FIELDS: dict[str, tuple[str, ...]] = {
     "train_days": ("build.train_days",),
-    "history_len": ("build.history_len", "train.history_len"),
+    "history_len": ("build.history_len",),
     "k_im": ("train.k_im",),
     "k_ex": ("train.k_ex",),
     "epochs": ("train.epochs",),

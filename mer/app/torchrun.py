@@ -3,8 +3,8 @@
     .venv/bin/torchrun --standalone --nproc_per_node 2 -m mer.app.torchrun --ds 2026-01-15 --model dcm
 
 Every process runs ``mer.stages.model.train.run`` (the same function ``mer train`` and the DAG call). Under
-torchrun (WORLD_SIZE > 1) it joins the process group (``MER_DDP_BACKEND``, default gloo: CPU; use
-nccl on GPUs), wraps the towers in DistributedDataParallel, trains each rank on a disjoint slice of
+torchrun (WORLD_SIZE > 1) it joins the process group (``MER_TRAIN__DDP_BACKEND``, default gloo: CPU;
+use nccl on GPUs), wraps the towers in DistributedDataParallel, trains each rank on a disjoint slice of
 the seeded batch stream (batch i goes to rank i % world), averages gradients every step and takes
 early-stopping decisions on rank 0's eval HR; only rank 0 writes the model folder and the stage
 record and prints the summary. Without torchrun it is a plain single-process ``mer train``.

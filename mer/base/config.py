@@ -3,16 +3,22 @@
 Defaults describe the embedded run (synthetic logs, Spark local, local S3 endpoint).
 Override with environment variables (``MER_BUILD__HISTORY_LEN=30``: prefix ``MER_``,
 nested fields joined by ``__``) or a YAML/TOML file named by ``MER_CONFIG_FILE``.
+Strict: a missing config file, an unknown key (in the file or a ``MER_<SECTION>__<KEY>`` variable)
+or a value of the wrong type is a :class:`ConfigError` naming the variable / file key and the value,
+so a typo cannot silently run with the defaults. Every project knob lives here; the only other
+environment the code reads is not configuration (credentials, Airflow's, torchrun's RANK/WORLD_SIZE).
 Credentials never live here: boto3 reads them from the environment / Airflow connection.
 """
 from __future__ import annotations
 
 import os
+import tomllib
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+import yaml as yaml_lib
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -20,11 +26,23 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
     YamlConfigSettingsSource,
 )
+from pydantic_settings.exceptions import SettingsError
+
+from mer.base.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]  # mer/base/config.py -> repo root
+ENV_PREFIX = "MER_"
+ENV_DELIMITER = "__"
+CONFIG_FILE_ENV = "MER_CONFIG_FILE"
 
 
-class GenerateConfig(BaseModel):
+class Section(BaseModel):
+    """A config section: unknown keys are errors (a misspelt key would otherwise be ignored)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class GenerateConfig(Section):
     """Synthetic log generator (``mer generate``) and the MovieLens adapter's day mapping (end_ds, days)."""
 
     seed: int = 7
@@ -69,7 +87,7 @@ class GenerateConfig(BaseModel):
         return self.end_ds - timedelta(days=self.days - 1)
 
 
-class BuildConfig(BaseModel):
+class BuildConfig(Section):
     """Validation + Spark training-data build."""
 
     train_days: int = 14
@@ -77,7 +95,7 @@ class BuildConfig(BaseModel):
     # The last val_days of the train window form the validation split: early stopping, tuning and the bless
     # decision read it; the eval day is scored once per model and never read during training or selection.
     val_days: int = 1
-    history_len: int = 50
+    history_len: int = 50  # engaged items per user history: the build keeps them, the towers read as many
     positive_actions: list[str] = Field(default_factory=lambda: ["click", "save"])
     negative_actions: list[str] = Field(default_factory=lambda: ["hide"])
     known_actions: list[str] = Field(default_factory=lambda: ["impression", "click", "save", "hide"])
@@ -89,14 +107,12 @@ class BuildConfig(BaseModel):
     core_saves_per_28d: int = 4
     neighbors_top_m: int = 100  # item_neighbors: best co-engaged neighbours kept per item
     neighbors_max_items_per_user: int = 200  # item_neighbors: a user's most recent distinct items that pair up
-    spark_master: str = "local[2]"
-    shuffle_partitions: int = 4
     # Great Expectations runs on pandas: tables above this many rows are checked on a seeded sample.
     gx_max_rows: int = 500_000
     gx_sample_seed: int = 11
 
 
-class TrainConfig(BaseModel):
+class TrainConfig(Section):
     """Towers, loss and the training loop (model/)."""
 
     seed: int = 13
@@ -129,7 +145,6 @@ class TrainConfig(BaseModel):
     history_encoder: Literal["item_tower", "summarize"] = "item_tower"
     route_valid: bool = True  # DCM: clusters of valid engaged items only (no hides, no featureless items); False = every slot
     max_steps_per_epoch: int | None = None
-    history_len: int = 50
     va_fpi: bool = True
     sar: bool = True
     preset: Literal["cpu", "paper"] = "cpu"
@@ -143,9 +158,10 @@ class TrainConfig(BaseModel):
     early_stop_records: int = 1500  # validation-day records scored after each epoch for early stopping
     pinnersage_decay_per_day: float = 0.1  # lambda in importance = sum exp(-lambda * age_days)
     pinnersage_max_clusters: int | None = None  # default k_im
+    ddp_backend: str = "gloo"  # torch.distributed backend under torchrun: gloo on CPU, nccl on GPUs
 
 
-class EvalConfig(BaseModel):
+class EvalConfig(Section):
     ks: list[int] = Field(default_factory=lambda: [100, 1000])
     serve_budget: int = 1000
     max_eval_records: int = 5000
@@ -161,7 +177,7 @@ class EvalConfig(BaseModel):
     bootstrap_samples: int = 1000  # paired bootstrap resamples of the eval records for the 95% intervals
 
 
-class TuneConfig(BaseModel):
+class TuneConfig(Section):
     """`mer tune`: a fixed, seeded trial budget on the validation day."""
 
     trials: int = 12
@@ -170,7 +186,7 @@ class TuneConfig(BaseModel):
     enqueue_defaults: bool = True  # trial 0 = the configured defaults
 
 
-class IndexConfig(BaseModel):
+class IndexConfig(Section):
     shards: int = 2
     index_key: str = "auto"
     memory_budget_mb: float = 512  # one model's shards together; a shard gets budget / shards
@@ -178,9 +194,16 @@ class IndexConfig(BaseModel):
     recall_target: float = 0.95
     recall_queries: int = 500
     build_workers: int = 2
+    tune_margin: float = 0.01  # nprobe/efSearch tuned to recall_target + this on validation-day user queries
+    # mer infer: the written item_embeddings vs the eager item tower on a seeded sample of items
+    parity_sample: int = 256
+    parity_tolerance: float = 1e-4  # max |spark - eager| over the sample; above it the stage fails
+    # The module serving the trained towers to inference, index and publish (mer/stages/index/towers.py);
+    # tests name a tiny seeded tower with the same interface.
+    serving_module: str = "mer.stages.model.serving"
 
 
-class PublishConfig(BaseModel):
+class PublishConfig(Section):
     bucket: str = "mer-artifacts"
     prefix: str = "mer/index"
     endpoint_url: str | None = None  # else AWS_ENDPOINT_URL / the Airflow connection
@@ -190,8 +213,29 @@ class PublishConfig(BaseModel):
     max_attempts: int = 6
 
 
+class SparkConfig(Section):
+    """Project defaults for the SparkSession (mer/stages/spark_jobs/session.py). They fill in only what the
+    launcher left unset: ``spark-submit --master/--conf`` and PYSPARK_SUBMIT_ARGS win."""
+
+    master: str = "local[2]"  # in-process runs only; under spark-submit --master decides
+    driver_memory: str = "2g"  # in-process runs only: the driver JVM is already sized under spark-submit
+    shuffle_partitions: int = 4
+
+
+class DagConfig(Section):
+    """Read when dags/mer_daily.py is parsed (dag-processor and workers must see the same values)."""
+
+    # First scheduled ds; the DAG's own (the generator's window is a data setting). The default is the
+    # default synthetic window's first day, so a catch-up of the demo data starts where its logs do.
+    start_date: date = date(2026, 1, 1)
+    catchup: bool = False
+    retry_delay_s: float = 60
+    raw_wait_timeout_s: float = 6 * 3600  # wait_for_raw gives up after this long
+    spark_conn: str = ""  # Airflow connection id: Spark stages go through SparkSubmitOperator; "" = in-process
+
+
 class MerConfig(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="MER_", env_nested_delimiter="__", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter=ENV_DELIMITER, extra="forbid")
 
     root: Path = REPO_ROOT / "var"
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
@@ -201,6 +245,8 @@ class MerConfig(BaseSettings):
     tune: TuneConfig = Field(default_factory=TuneConfig)
     index: IndexConfig = Field(default_factory=IndexConfig)
     publish: PublishConfig = Field(default_factory=PublishConfig)
+    spark: SparkConfig = Field(default_factory=SparkConfig)
+    dag: DagConfig = Field(default_factory=DagConfig)
 
     @classmethod
     def settings_customise_sources(
@@ -212,12 +258,20 @@ class MerConfig(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        cfg_file = os.environ.get("MER_CONFIG_FILE")
+        cfg_file = os.environ.get(CONFIG_FILE_ENV)
         if cfg_file:
-            if cfg_file.endswith((".yaml", ".yml")):
-                sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=cfg_file))
-            else:
-                sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cfg_file))
+            # pydantic-settings reads an absent file as empty: a typo in the path would run on defaults.
+            if not Path(cfg_file).is_file():
+                raise ConfigError(f"{CONFIG_FILE_ENV}={cfg_file}: no such file")
+            is_yaml = cfg_file.endswith((".yaml", ".yml"))
+            try:
+                if is_yaml:
+                    sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=cfg_file))
+                else:
+                    sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cfg_file))
+            except (yaml_lib.YAMLError, tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as exc:
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise ConfigError(f"{CONFIG_FILE_ENV}={cfg_file}: not valid {'YAML' if is_yaml else 'TOML'} ({first})") from None
         return tuple(sources)
 
     # ---- paths: resolved once, here ----
@@ -256,6 +310,77 @@ class MerConfig(BaseSettings):
         return self.run_dir(ds) / "models" / name
 
 
+# Knobs that used to be read straight from the environment -> the config variable that replaced them. Still set,
+# they would be ignored without a word, so they are refused with the new name.
+RETIRED_ENV = {
+    "MER_SPARK_MASTER": "MER_SPARK__MASTER",
+    "MER_SPARK_DRIVER_MEMORY": "MER_SPARK__DRIVER_MEMORY",
+    "MER_DDP_BACKEND": "MER_TRAIN__DDP_BACKEND",
+    "MER_SERVING_MODULE": "MER_INDEX__SERVING_MODULE",
+    "MER_START_DATE": "MER_DAG__START_DATE",
+    "MER_CATCHUP": "MER_DAG__CATCHUP",
+    "MER_RETRY_DELAY_S": "MER_DAG__RETRY_DELAY_S",
+    "MER_RAW_WAIT_TIMEOUT_S": "MER_DAG__RAW_WAIT_TIMEOUT_S",
+    "MER_SPARK_CONN": "MER_DAG__SPARK_CONN",
+}
+
+
+def _check_env_names() -> None:
+    """MER_<SECTION>__<KEY> with an unknown section, or a retired knob, is refused (pydantic-settings skips both)."""
+    sections = {ENV_PREFIX + name.upper() for name in MerConfig.model_fields}
+    for name in sorted(os.environ):
+        upper = name.upper()
+        if upper in RETIRED_ENV:
+            raise ConfigError(f"{name} is no longer read: set {RETIRED_ENV[upper]} instead")
+        section = upper.split(ENV_DELIMITER, 1)[0]
+        if upper.startswith(ENV_PREFIX) and ENV_DELIMITER in upper and section not in sections:
+            raise ConfigError(f"{name}={os.environ[name]!r}: unknown config section "
+                              f"{section[len(ENV_PREFIX):].lower()!r}")
+
+
 def load_config(**overrides) -> MerConfig:
-    """Defaults < config file < environment < explicit overrides."""
-    return MerConfig(**overrides)
+    """Defaults < config file < environment < explicit overrides; bad input -> one-line ConfigError."""
+    _check_env_names()
+    try:
+        return MerConfig(**overrides)
+    except ValidationError as err:
+        raise ConfigError(_describe(err.errors(), overrides)) from None
+    except SettingsError as err:  # a list/dict field's variable that is not JSON
+        names = sorted(k for k in os.environ if k.upper().startswith(ENV_PREFIX) and k.upper() != CONFIG_FILE_ENV)
+        raise ConfigError(f"config: {err} (MER_* variables set: {', '.join(names) or 'none'})") from None
+
+
+def _env_var(loc: tuple) -> tuple[str, str] | None:
+    """The MER_* variable (name, value) that supplied the value at ``loc``, if one did (names are case-insensitive)."""
+    env = {k.upper(): (k, v) for k, v in os.environ.items()}
+    parts = [str(p) for p in loc]
+    while parts:  # a list item's error (eval.ks.0) comes from the list's variable (MER_EVAL__KS)
+        name = ENV_PREFIX + ENV_DELIMITER.join(parts).upper()
+        if name in env:
+            return env[name]
+        parts.pop()
+    return None
+
+
+def _describe(errors: list[dict], overrides: dict) -> str:
+    """pydantic's errors as one line: each names its source (the variable, the argument or the file's key)."""
+    where_file = f"{CONFIG_FILE_ENV}={os.environ[CONFIG_FILE_ENV]}" if os.environ.get(CONFIG_FILE_ENV) else "config"
+    parts: list[str] = []
+    unknown_in_file: list[str] = []
+    for error in errors:
+        loc = tuple(error["loc"])
+        key = ".".join(str(p) for p in loc)
+        unknown = error["type"] == "extra_forbidden"
+        what = f"unknown config key {key}" if unknown else f"{key}: {error['msg']}"
+        found = _env_var(loc)
+        if loc and loc[0] in overrides:
+            parts.append(f"config argument {loc[0]}={overrides[loc[0]]!r}: {what}")
+        elif found:
+            parts.append(f"{found[0]}={found[1]!r}: {what}")
+        elif unknown:
+            unknown_in_file.append(key)
+        else:
+            parts.append(f"{where_file}: key {key} = {error.get('input')!r}: {error['msg']}")
+    if unknown_in_file:
+        parts.append(f"{where_file}: unknown key(s) {', '.join(unknown_in_file)}")
+    return "; ".join(parts)

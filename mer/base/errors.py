@@ -12,6 +12,10 @@ class MerError(Exception):
     """Base class: the message names what was wrong (table, column, value)."""
 
 
+class ConfigError(MerError):
+    """The typed config refused its input: names the variable or config-file key and the value."""
+
+
 class DataQualityError(MerError):
     """Bad rows over threshold, or a failed Great Expectations suite."""
 

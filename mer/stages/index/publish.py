@@ -39,7 +39,7 @@ def export_users(cfg: MerConfig, ds: str, model: str) -> Path | None:
     path = layout.users_export_path(cfg, ds, model)
     if path.exists():
         return path
-    srv = towers.serving()
+    srv = towers.serving(cfg)
     if not hasattr(srv, "user_embeddings"):
         return None
     table = users_table(srv.user_embeddings(cfg, ds, model, user_ids=None))
@@ -60,7 +60,7 @@ def collect_files(cfg: MerConfig, ds: str, models: list[str]) -> dict[str, Path]
         users = export_users(cfg, ds, model)
         if users is not None:
             files[f"users/{model}.parquet"] = users
-        mdir = Path(towers.serving().model_dir(cfg, ds, model))
+        mdir = Path(towers.serving(cfg).model_dir(cfg, ds, model))
         for p in sorted(mdir.rglob("*")) if mdir.is_dir() else []:
             if p.is_file() and not p.name.startswith("."):
                 files[f"models/{model}/{p.relative_to(mdir).as_posix()}"] = p

@@ -76,7 +76,7 @@ def eval_user_ids(cfg: MerConfig, ds: str, limit: int | None = None, seed: int =
 def user_query_table(cfg: MerConfig, ds: str, model: str, user_ids: list[int] | None) -> pa.Table | None:
     """User embeddings from the served user tower, or None when there is no user tower."""
     try:
-        srv = towers.serving()
+        srv = towers.serving(cfg)
         fn = getattr(srv, "user_embeddings")
     except Exception:
         return None

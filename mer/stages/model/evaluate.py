@@ -382,11 +382,11 @@ def evaluate_split(cfg: MerConfig, ds: str, models: list[tuple[str, dict]], tabl
     results: dict[str, ModelEval] = {}
     for name, conf in models:
         if conf.get("kind") == "baseline":
-            results[name] = evaluate_baseline(name, conf, cfg, ds, batch_for(cfg.train.history_len), catalog, corpus,
+            results[name] = evaluate_baseline(name, conf, cfg, ds, batch_for(cfg.build.history_len), catalog, corpus,
                                               tiebreak, full)
             continue
         if conf["model"] == "pinnersage":
-            results[name] = evaluate_pinnersage(conf, cfg, batch_for(cfg.train.history_len), catalog, corpus, full)
+            results[name] = evaluate_pinnersage(conf, cfg, batch_for(cfg.build.history_len), catalog, corpus, full)
             continue
         net, conf = load_model(cfg.model_dir(ds, name))
         if list(net.c.topic_vocab) != catalog.topic_vocab.tolist():
@@ -399,8 +399,8 @@ def evaluate_split(cfg: MerConfig, ds: str, models: list[tuple[str, dict]], tabl
             results[name] = evaluate_implicit(net, name, conf, cfg, b, catalog, corpus, full)
         log.info("evaluated %s", name)
     if full and "dcm" in results and "cr" in results:
-        results["dcm+cr"] = combined(results["dcm"], results["cr"], cfg, batch_for(cfg.train.history_len))
-    return results, batch_for(cfg.train.history_len)
+        results["dcm+cr"] = combined(results["dcm"], results["cr"], cfg, batch_for(cfg.build.history_len))
+    return results, batch_for(cfg.build.history_len)
 
 
 def best_baseline(results: dict[str, ModelEval], k: int, names: list[str]) -> str | None:

@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_model
 from safetensors.torch import load_model as load_weights
 from tqdm import tqdm
 
-from mer.base.config import MerConfig
+from mer.base.config import MerConfig, load_config
 from mer.base.errors import ContractError, MerError, validate_ds
 from mer.base.io import read_partition, swap_in
 from mer.stages.model.data import (
@@ -100,15 +100,16 @@ class _StepLoss(torch.nn.Module):
         return batch_loss(self.net, batch, log_q, temperature)
 
 
-def dist_setup() -> tuple[int, int]:
-    """(rank, world size). Under ``torchrun`` (WORLD_SIZE > 1) joins the process group (gloo on CPU)."""
+def dist_setup(backend: str | None = None) -> tuple[int, int]:
+    """(rank, world size). Under ``torchrun`` (WORLD_SIZE > 1) joins the process group with ``backend``
+    (default: the config's train.ddp_backend, gloo on CPU)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return 0, 1
     import torch.distributed as dist
 
     if not dist.is_initialized():
-        dist.init_process_group(backend=os.environ.get("MER_DDP_BACKEND", "gloo"))
+        dist.init_process_group(backend=backend or load_config().train.ddp_backend)
     return dist.get_rank(), dist.get_world_size()
 
 
@@ -210,7 +211,7 @@ def train_tower(cfg: MerConfig, ds: str, model: str, variant: str | None) -> dic
     """Train one tower to its best validation-day score; nothing written (`run` saves, `mer tune` compares)."""
     name = artifact_name(model, variant)
     t = cfg.train
-    rank, world = dist_setup()
+    rank, world = dist_setup(t.ddp_backend)
     set_threads(cfg)
     if world > 1 and not t.num_threads:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))  # the ranks share the machine's cores

@@ -255,9 +255,9 @@ def run(cfg: MerConfig, ds: str) -> dict:
 
     validate_ds(ds)
     t0 = time.perf_counter()
-    module = towers.serving_module_name()
-    srv = towers.serving(module)
-    served = towers.served_models(cfg, ds, module)
+    module = cfg.index.serving_module
+    srv = towers.serving(cfg)
+    served = towers.served_models(cfg, ds)
     loaded = {m: srv.load_item_encoder(str(p)) for m, p in served.items()}
     models = {m: (str(served[m]), enc.model_version) for m, enc in loaded.items()}
     columns = encoder_columns(loaded.values())

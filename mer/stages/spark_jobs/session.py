@@ -7,33 +7,52 @@ import sys
 from mer.base.config import MerConfig
 
 
-def get_spark(cfg: MerConfig, app_name: str = "mer"):
-    """Local session by default; under spark-submit the master comes from the submit conf.
+def project_defaults(cfg: MerConfig) -> dict[str, str]:
+    """The session settings the project wants when nobody said otherwise.
 
     UTC session time zone: the raw contract stores naive UTC timestamps and a day boundary
     must not move with the machine's zone. Dynamic partition overwrite: re-running a ds
     replaces only that ds.
     """
+    return {
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.sources.partitionOverwriteMode": "dynamic",
+        "spark.sql.shuffle.partitions": str(cfg.spark.shuffle_partitions),
+        "spark.ui.enabled": "false",
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.sql.warehouse.dir": str(cfg.root / "spark-warehouse"),
+    }
+
+
+def get_spark(cfg: MerConfig, app_name: str = "mer"):
+    """The session, with the project defaults filling in only what the launcher left unset.
+
+    ``SparkSession.builder.config`` overrides everything, ``spark-submit --conf`` included, so each
+    default is set only when the driver JVM's conf (spark-submit's --master/--conf, spark-defaults.conf,
+    PYSPARK_SUBMIT_ARGS, all visible as ``SparkConf()`` once the JVM runs) does not already hold the key.
+    """
+    from pyspark import SparkConf, SparkContext
     from pyspark.sql import SparkSession
 
     # Python workers (UDFs, mapInArrow) must run this interpreter, with pyarrow/torch installed,
     # not whatever `python3` is first on PATH.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    builder = SparkSession.builder.appName(app_name)
-    # Under spark-submit (PythonRunner sets PYSPARK_GATEWAY_PORT for the driver) the master comes from
-    # --master; setting one here would silently run a cluster submission in local mode.
-    submitted = bool(os.environ.get("SPARK_SUBMIT_MODE") or os.environ.get("PYSPARK_GATEWAY_PORT"))
-    if not submitted and "spark.master" not in os.environ.get("PYSPARK_SUBMIT_ARGS", ""):
-        builder = builder.master(os.environ.get("MER_SPARK_MASTER", cfg.build.spark_master))
-    spark = (
-        builder.config("spark.sql.session.timeZone", "UTC")
-        .config("spark.sql.sources.partitionOverwriteMode", "dynamic")
-        .config("spark.sql.shuffle.partitions", str(cfg.build.shuffle_partitions))
-        .config("spark.ui.enabled", "false")
-        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-        .config("spark.driver.memory", os.environ.get("MER_SPARK_DRIVER_MEMORY", "2g"))
-        .config("spark.sql.warehouse.dir", str(cfg.root / "spark-warehouse"))
-        .getOrCreate()
-    )
+    # Start (or, under spark-submit, attach to: PYSPARK_GATEWAY_PORT) the driver JVM before building the
+    # session, so its conf can be read. The master, the driver heap and the app name are fixed at launch;
+    # they go first on the launcher's command line and PYSPARK_SUBMIT_ARGS (--master, --driver-memory,
+    # --name, --conf) comes after them and wins. Under spark-submit the JVM already runs and this is unused.
+    # (spark-defaults.conf fills only keys the command line left unset, so it loses on these three.)
+    launch = SparkConf(loadDefaults=False).setAll([
+        ("spark.master", cfg.spark.master),
+        ("spark.driver.memory", cfg.spark.driver_memory),
+        ("spark.app.name", app_name),
+    ])
+    SparkContext._ensure_initialized(conf=launch)
+    preset = SparkConf()  # loadDefaults: the JVM's spark.* properties, i.e. what the launcher was given
+    builder = SparkSession.builder
+    for key, value in project_defaults(cfg).items():
+        if not preset.contains(key):
+            builder = builder.config(key, value)
+    spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     return spark

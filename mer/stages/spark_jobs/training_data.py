@@ -241,7 +241,7 @@ def build(spark, cfg: MerConfig, ds: str, events, source_interest, items) -> dic
             train_days=train_days,
             core_saves_per_28d=b.core_saves_per_28d,
             val_days=b.val_days,
-            num_partitions=max(spark.sparkContext.defaultParallelism, b.shuffle_partitions),
+            num_partitions=max(spark.sparkContext.defaultParallelism, cfg.spark.shuffle_partitions),
         )
         write_table(examples, cfg, "training_examples", ds)
     finally:

@@ -184,7 +184,8 @@ def write_table(df, cfg: MerConfig, name: str, ds: str) -> Path:
     try:
         df.select(*cols).write.parquet(str(staging))
         if any(staging.glob("*.parquet")):
-            (staging / "_SUCCESS").unlink(missing_ok=True)  # the partition holds data files only
+            for marker in ("_SUCCESS", "._SUCCESS.crc"):  # the partition holds data files only
+                (staging / marker).unlink(missing_ok=True)
             swap_in(staging, path)
             return path
     finally:
