@@ -44,7 +44,6 @@ TINY = {
     "MER_BUILD__TRAIN_DAYS": "3",
     "MER_BUILD__EVAL_CORPUS_SIZE": "200",
     "MER_BUILD__HISTORY_LEN": "10",
-    "MER_TRAIN__HISTORY_LEN": "10",
     "MER_TRAIN__EPOCHS": "1",
     "MER_TRAIN__MIN_STEPS": "0",  # else ~200 steps (up to 8 epochs) per tower whatever the epochs
     "MER_TRAIN__EARLY_STOP_RECORDS": "100",

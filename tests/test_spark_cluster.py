@@ -35,7 +35,7 @@ TINY = {
     "MER_BUILD__TRAIN_DAYS": "4",
     "MER_BUILD__EVAL_CORPUS_SIZE": "200",
     "MER_BUILD__HISTORY_LEN": "10",
-    "MER_BUILD__SHUFFLE_PARTITIONS": "2",
+    "MER_SPARK__SHUFFLE_PARTITIONS": "2",
 }
 JOBS = ("validate_raw", "training_data")
 # Derived table -> the columns that identify a row (for a sort that does not depend on partitioning).
