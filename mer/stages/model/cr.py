@@ -10,6 +10,8 @@ interest ("source") or a topic sampled from the target item ("item", Lin et al.)
 """
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -21,6 +23,7 @@ from mer.stages.model.item_tower import (
     masked_softmax,
     mlp,
 )
+from mer.stages.model.tower_spec import TowerSpec
 
 
 class ParallelMaskNet(nn.Module):
@@ -63,6 +66,8 @@ class DHEN(nn.Module):
 
 class CRTower(nn.Module):
     association = "argmax"  # one embedding per condition
+    # The association is decided by the data: the logged source interest, or a topic of the target item.
+    SPECS: ClassVar[dict[str | None, TowerSpec]] = {"source": TowerSpec(condition="logged"), "item": TowerSpec(condition="item")}
     n_fields = 4
 
     def __init__(self, c: TowerConfig, item: nn.Module | None = None):

@@ -10,11 +10,14 @@ Ablations: va_fpi=False -> plain FPI over every history item; sar=False -> soft 
 """
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from mer.stages.model.item_tower import TowerConfig, history_encoder, mlp, squash
+from mer.stages.model.tower_spec import TowerSpec
 
 
 def farthest_point_init(x: torch.Tensor, eligible: torch.Tensor, mask: torch.Tensor, k: int):
@@ -80,6 +83,12 @@ def route(e: torch.Tensor, c: torch.Tensor, item_mask: torch.Tensor, active: tor
 
 class DCMTower(nn.Module):
     association = "argmax"  # Eq 8
+    # Ablations: plain FPI (Eq 5), soft routing (Eq 1), fewer interests than train.k_im.
+    SPECS: ClassVar[dict[str | None, TowerSpec]] = {None: TowerSpec(multi_interest=True),
+             "no-vafpi": TowerSpec(multi_interest=True, overrides={"va_fpi": False}),
+             "no-sar": TowerSpec(multi_interest=True, overrides={"sar": False}),
+             "k2": TowerSpec(multi_interest=True, overrides={"k": 2}),
+             "k4": TowerSpec(multi_interest=True, overrides={"k": 4})}
 
     def __init__(self, c: TowerConfig, item: nn.Module | None = None):
         super().__init__()

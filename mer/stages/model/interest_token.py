@@ -2,15 +2,19 @@
 queries are K learnable interest tokens attending over the user sequence. Gumbel association (3.2.4)."""
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from mer.stages.model.item_tower import TowerConfig, history_encoder, mlp
+from mer.stages.model.tower_spec import TowerSpec
 
 
 class InterestTokenTower(nn.Module):
     association = "gumbel"
+    SPECS: ClassVar[dict[str | None, TowerSpec]] = {None: TowerSpec(multi_interest=True)}
 
     def __init__(self, c: TowerConfig, item: nn.Module | None = None):
         super().__init__()

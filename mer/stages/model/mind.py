@@ -7,15 +7,19 @@
 """
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from mer.stages.model.item_tower import TowerConfig, history_encoder, mlp, squash
+from mer.stages.model.tower_spec import TowerSpec
 
 
 class MINDTower(nn.Module):
     association = "argmax"
+    SPECS: ClassVar[dict[str | None, TowerSpec]] = {None: TowerSpec(multi_interest=True)}
 
     def __init__(self, c: TowerConfig, item: nn.Module | None = None):
         super().__init__()

@@ -4,6 +4,8 @@ Trained with straight-through Gumbel softmax association (paper 3.2.4) to avoid 
 """
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -14,10 +16,12 @@ from mer.stages.model.item_tower import (
     masked_softmax,
     mlp,
 )
+from mer.stages.model.tower_spec import TowerSpec
 
 
 class SelfAttentionTower(nn.Module):
     association = "gumbel"
+    SPECS: ClassVar[dict[str | None, TowerSpec]] = {None: TowerSpec(multi_interest=True)}
 
     def __init__(self, c: TowerConfig, item: nn.Module | None = None):
         super().__init__()

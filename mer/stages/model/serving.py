@@ -2,13 +2,14 @@
 
     load_item_encoder(model_dir) -> ItemEncoder(.dim, .model_version, .encode(df), .encode_arrow(batch),
         .columns: the item_features columns it reads)
-    user_embeddings(cfg, ds, model_name, user_ids=None) -> {user_id: {"embeddings" [K, d],
-        "importance" [K], and for CR "topic_ids" [K_ex]}}
+    user_embeddings(cfg, ds, model_name, user_ids=None, split="eval") -> {user_id: {"embeddings" [K, d],
+        "importance" [K], and for CR "topic_ids" [K_ex]}}  (split="val": validation-day histories, for index tuning)
 Weights load from safetensors only; nothing here unpickles.
 """
 from __future__ import annotations
 
-import json
+import weakref
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ from mer.stages.model.data import (
 )
 from mer.stages.model.scoring import active_of, encode_users
 from mer.stages.model.train import load_model
+from mer.stages.model.zoo import FITTERS, TOWERS, tower_spec
 
 SERVED_MODELS = ("dcm", "cr")  # implicit (DCM) and explicit (CR) towers whose item towers get indexed
 
@@ -47,7 +49,7 @@ class ItemEncoder:
     FEATURES = ("item_id", "pretrained_embedding", "category_id", "creator_id", "topic_ids", "topic_scores")
     columns = FEATURES  # what encode_arrow reads (bulk inference reads only these)
 
-    def __init__(self, folder: Path, batch_size: int = 8192):
+    def __init__(self, folder: Path, batch_size: int = 8192, features: FeatureCache | None = None):
         self.net, conf = load_model(folder)
         self.net.eval()
         self.c = self.net.c
@@ -56,6 +58,8 @@ class ItemEncoder:
         self.batch_size = batch_size
         self.vocab = np.asarray(self.c.topic_vocab, dtype=np.int64)
         self.schema = pa.schema([ITEM_FEATURES.field(n) for n in self.FEATURES])
+        # Encoders that run over the same batches share one cache only when their caller hands them the same one.
+        self.features = features if features is not None else FeatureCache()
 
     def encode(self, df: pd.DataFrame) -> np.ndarray:
         missing = [c for c in self.FEATURES if c not in df.columns]
@@ -86,33 +90,51 @@ class ItemEncoder:
         return out
 
     def _features(self, data: pa.RecordBatch | pa.Table) -> dict[str, np.ndarray]:
-        """item_arrays of the rows; the last result is shared by encoders with the same feature settings
-        (dcm and cr over one batch extract the features once)."""
-        global _LAST_FEATURES
-        key = (self.c.pre_dim, self.c.cat_buckets, self.c.creator_buckets, self.vocab.tobytes())
-        if _LAST_FEATURES is not None and _LAST_FEATURES[0] is data and _LAST_FEATURES[1] == key:
-            return _LAST_FEATURES[2]
+        """item_arrays of the rows, through this encoder's FeatureCache."""
+        settings = (self.c.pre_dim, self.c.cat_buckets, self.c.creator_buckets, self.vocab.tobytes())
+        return self.features.get(data, settings, self._extract)
+
+    def _extract(self, data: pa.RecordBatch | pa.Table) -> dict[str, np.ndarray]:
         table = pa.Table.from_batches([data]) if isinstance(data, pa.RecordBatch) else data
         missing = [c for c in self.FEATURES if c not in table.column_names]
         if missing:
             raise ContractError(f"table item_features: missing column(s) {missing} for item encoding")
-        a = item_arrays(table, self.c.pre_dim, self.vocab, self.c.cat_buckets, self.c.creator_buckets)
-        _LAST_FEATURES = (data, key, a)  # holds `data`, so its identity cannot be reused while cached
-        return a
+        return item_arrays(table, self.c.pre_dim, self.vocab, self.c.cat_buckets, self.c.creator_buckets)
 
 
-_LAST_FEATURES: tuple | None = None
+class FeatureCache:
+    """The feature arrays of the last Arrow batch, per feature settings, for the encoders a caller runs over the
+    same batches (dcm and cr over one batch extract the features once when given one cache).
+
+    The arrays depend on the rows and on the settings (pre_dim, hash buckets, topic vocabulary) only, not on
+    the weights, so encoders of different model versions may share them. The batch is held by a weak
+    reference: the cache never keeps a batch alive, and a dead batch's identity cannot be mistaken for a new one.
+    """
+
+    def __init__(self):
+        self._last: tuple[weakref.ref, tuple, dict[str, np.ndarray]] | None = None
+
+    def get(self, data: pa.RecordBatch | pa.Table, settings: tuple,
+            extract: Callable[[pa.RecordBatch | pa.Table], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+        last = self._last
+        if last is not None and last[0]() is data and last[1] == settings:
+            return last[2]
+        arrays = extract(data)
+        self._last = (weakref.ref(data), settings, arrays)
+        return arrays
 
 
-def load_item_encoder(model_dir: Path) -> ItemEncoder:
-    return ItemEncoder(Path(model_dir))
+def load_item_encoder(model_dir: Path, features: FeatureCache | None = None) -> ItemEncoder:
+    """The item encoder of a model folder; encoders given one ``features`` cache share the feature extraction of
+    a batch they all encode (each gets its own cache otherwise)."""
+    return ItemEncoder(Path(model_dir), features=features)
 
 
-def latest_histories(cfg: MerConfig, ds: str, user_ids: list[int] | None) -> pa.Table:
-    """One row per user: the eval row with the most history (its latest engagement)."""
-    t = read_eval(cfg, ds, None, cfg.eval.seed)
+def latest_histories(cfg: MerConfig, ds: str, user_ids: list[int] | None, split: str = "eval") -> pa.Table:
+    """One row per user: the ``split`` row (eval, or val for index tuning) with the most history (its latest engagement)."""
+    t = read_eval(cfg, ds, None, cfg.eval.seed, split=split)
     if t.num_rows == 0:
-        raise ContractError(f"table training_examples: no eval rows in ds={ds} to build user histories from")
+        raise ContractError(f"table training_examples: no {split} rows in ds={ds} to build user histories from")
     df = pd.DataFrame({"user_id": t.column("user_id").to_numpy(), "ts": t.column("event_ts").cast(pa.int64()).to_numpy()})
     df["row"] = np.arange(len(df))
     if user_ids is not None:
@@ -152,25 +174,27 @@ def embed_with_conditions(net, catalog, table: pa.Table, conds: list[np.ndarray]
     return np.split(emb, splits)
 
 
-def user_embeddings(cfg: MerConfig, ds: str, model_name: str, user_ids: list[int] | None = None) -> dict:
+def user_embeddings(cfg: MerConfig, ds: str, model_name: str, user_ids: list[int] | None = None,
+                    split: str = "eval") -> dict:
     validate_ds(ds)
+    if model_name.split("-", 1)[0] in FITTERS:  # fitted models keep no user tower to run
+        raise MerError(f"model {model_name} has no user tower: user_embeddings serves the trained towers "
+                       f"({', '.join(TOWERS)})")
     folder = model_dir(cfg, ds, model_name)
     net, conf = load_model(folder)
     vocab = np.asarray(net.c.topic_vocab, dtype=np.int64)
     snap = latest_partition(cfg.raw_table("item_features"), ds)
     catalog = build_catalog(read_partition(cfg.raw_table("item_features"), snap), vocab, net.c.cat_buckets,
                             net.c.creator_buckets, net.c.pre_dim)
-    table = latest_histories(cfg, ds, user_ids)
+    table = latest_histories(cfg, ds, user_ids, split)
     users = table.column("user_id").to_numpy().astype(np.int64)
     out: dict[int, dict] = {}
-    if net.c.model == "cr":
+    if tower_spec(net.c.model, net.c.variant).conditioned:  # one embedding per (user, followed topic)
         conds = sample_conditions(followed_topics(cfg, ds, vocab), users, cfg.train.k_ex, cfg.eval.seed)
         for u, c, e in zip(users, conds, embed_with_conditions(net, catalog, table, conds)):
             out[int(u)] = {"embeddings": e.astype(np.float32), "importance": np.ones(len(c), np.float32),
                            "topic_ids": c.astype(np.int64)}
         return out
-    if net.c.model == "pinnersage":
-        raise MerError("pinnersage embeddings come from mer.stages.model.pinnersage.user_embeddings")
     b = make_batch(table, catalog, net.c.history_len)
     emb, imp = encode_users(net, b.inputs)
     act = active_of(net, imp)
@@ -179,7 +203,3 @@ def user_embeddings(cfg: MerConfig, ds: str, model_name: str, user_ids: list[int
         out[int(u)] = {"embeddings": emb[i][keep].numpy().astype(np.float32),
                        "importance": imp[i][keep].numpy().astype(np.float32)}
     return out
-
-
-def model_config(cfg: MerConfig, ds: str, name: str) -> dict:
-    return json.loads((model_dir(cfg, ds, name) / "config.json").read_text())

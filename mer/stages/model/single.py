@@ -1,6 +1,8 @@
 """Single-embedding two-tower baseline: attention + mean pooling of history item reps, then an MLP (K = 1)."""
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -12,10 +14,12 @@ from mer.stages.model.item_tower import (
     masked_softmax,
     mlp,
 )
+from mer.stages.model.tower_spec import TowerSpec
 
 
 class SingleTower(nn.Module):
     association = "argmax"  # K = 1: the association is trivial
+    SPECS: ClassVar[dict[str | None, TowerSpec]] = {None: TowerSpec()}
 
     def __init__(self, c: TowerConfig, item: nn.Module | None = None):
         super().__init__()

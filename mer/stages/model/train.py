@@ -23,12 +23,13 @@ from pathlib import Path
 import numpy as np
 import pyarrow.compute as pc
 import torch
-from safetensors.torch import load_file, save_model
+from safetensors import safe_open
 from safetensors.torch import load_model as load_weights
+from safetensors.torch import save_model
 from tqdm import tqdm
 
 from mer.base.config import MerConfig, load_config
-from mer.base.errors import ContractError, MerError, validate_ds
+from mer.base.errors import ConfigError, ContractError, MerError, validate_ds
 from mer.base.io import read_partition, swap_in
 from mer.stages.model.data import (
     corpus_rows,
@@ -50,12 +51,14 @@ from mer.stages.model.loss import (
     select_embedding,
 )
 from mer.stages.model.scoring import active_of, eval_batch, hr_at
+from mer.stages.model.tower_spec import TowerSpec
 from mer.stages.model.zoo import (
-    BASELINES,
+    FITTERS,
     TwoTower,
     artifact_name,
     check_variant,
     tower_config,
+    tower_spec,
 )
 
 log = logging.getLogger(__name__)
@@ -156,22 +159,25 @@ def build_net(cfg: MerConfig, ds: str, model: str, variant: str | None, catalog,
     return net
 
 
-def step_budget(cfg: MerConfig, ds: str, conditioned_only: bool, world: int = 1) -> tuple[int, int, int]:
-    """(steps per epoch, total step budget, steps per evaluation period) of one rank, from the model's train rows.
+def step_budget(cfg: MerConfig, ds: str, spec: TowerSpec, world: int = 1) -> tuple[int, int, int]:
+    """(steps per epoch, total step budget, steps per evaluation period) of one rank, from the tower's train rows.
 
     The budget is scaled to the data; the validation day is scored once per period = budget / epochs steps (at
-    least an epoch), so a small table (CR source) that makes up its budget with many short epochs is not
-    early-stopped after a few dozen steps while its learning rate is still warming up.
+    least an epoch), so a small table (CR source: rows with a logged condition) that makes up its budget with many
+    short epochs is not early-stopped after a few dozen steps while its learning rate is still warming up.
     """
     t = cfg.train
     flt = pc.field("split") == "train"
-    if conditioned_only:
+    if spec.logged_condition_only:
         flt = flt & pc.field("condition_id").is_valid()
     rows = examples_dataset(cfg, ds).count_rows(filter=flt)
     per_epoch = max(1, -(-rows // (t.batch_size * world)))
     if t.max_steps_per_epoch:
         per_epoch = min(per_epoch, t.max_steps_per_epoch)
     budget = max(t.epochs * per_epoch, t.min_steps)
+    if budget == 0:  # nothing would train, and there would be no best weights to keep
+        raise ConfigError(f"train.epochs={t.epochs} and train.min_steps={t.min_steps}: the step budget is 0; "
+                          "set either above 0")
     return per_epoch, budget, max(per_epoch, -(-budget // max(1, t.epochs)))
 
 
@@ -188,19 +194,13 @@ def lr_schedule(opt: torch.optim.Optimizer, budget: int, warmup_frac: float, fin
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
-def run(cfg: MerConfig, ds: str, model: str = "dcm", variant: str | None = None) -> dict:
+def run(cfg: MerConfig, ds: str, model: str, variant: str | None = None) -> dict:
     validate_ds(ds)
     if variant is None and "-" in model:  # an artifact name ("itemknn-max") names the model and its variant
         model, variant = model.split("-", 1)
     variant = check_variant(model, variant)
-    if model == "pinnersage":
-        from mer.stages.model.pinnersage import run as pinnersage_run
-
-        return pinnersage_run(cfg, ds)
-    if model in BASELINES:
-        from mer.stages.model.baselines import fit_baseline
-
-        return fit_baseline(cfg, ds, model, variant)
+    if model in FITTERS:  # PinnerSage and the baselines are fitted, not trained by this loop
+        return FITTERS[model](cfg, ds, model, variant)
     fit = train_tower(cfg, ds, model, variant)
     if fit["rank"] > 0:  # only rank 0 writes the model folder
         return {k: v for k, v in fit.items() if k not in ("net", "curve")}
@@ -210,6 +210,7 @@ def run(cfg: MerConfig, ds: str, model: str = "dcm", variant: str | None = None)
 def train_tower(cfg: MerConfig, ds: str, model: str, variant: str | None) -> dict:
     """Train one tower to its best validation-day score; nothing written (`run` saves, `mer tune` compares)."""
     name = artifact_name(model, variant)
+    spec = tower_spec(model, variant)  # what the batches need: the loop never branches on the model's name
     t = cfg.train
     rank, world = dist_setup(t.ddp_backend)
     set_threads(cfg)
@@ -230,17 +231,15 @@ def train_tower(cfg: MerConfig, ds: str, model: str, variant: str | None) -> dic
         log.warning("item_frequency missing for ds=%s: logQ from the streaming frequency estimator", ds)
     log_prob = None if prob is None else torch.from_numpy(np.log(np.clip(prob, 1e-9, None))).float()
 
-    conditioned = model == "cr"
-    source_only = model == "cr" and variant == "source"
     # Early stopping scores the validation day only: the eval day is never read while training.
-    val = eval_batch(read_eval(cfg, ds, t.early_stop_records, t.seed, conditioned_only=conditioned, split="val"),
+    val = eval_batch(read_eval(cfg, ds, t.early_stop_records, t.seed, conditioned_only=spec.conditioned, split="val"),
                      catalog, tc.history_len)
     if val is None or len(val) == 0:
         raise ContractError(f"table training_examples: no validation-day rows (split='val') for model {name} in "
-                            f"ds={ds}" + (" with a condition_id" if conditioned else "")
+                            f"ds={ds}" + (" with a condition_id" if spec.conditioned else "")
                             + ": early stopping needs them (check build.val_days and the window's last days)")
     corpus = corpus_rows(cfg, ds, catalog)
-    per_epoch, budget, period = step_budget(cfg, ds, source_only, world)
+    per_epoch, budget, period = step_budget(cfg, ds, spec, world)
     opt = torch.optim.AdamW(net.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     sched = lr_schedule(opt, budget, t.warmup_frac, t.lr_final_frac)
     ddp = None
@@ -260,7 +259,7 @@ def train_tower(cfg: MerConfig, ds: str, model: str, variant: str | None) -> dic
         while steps < period and total_steps + steps < budget:  # passes over the train split until the period ends
             rng = np.random.default_rng([t.seed, passes])
             passes += 1
-            tables = stream_tables(cfg, ds, "train", conditioned_only=source_only)
+            tables = stream_tables(cfg, ds, "train", conditioned_only=spec.logged_condition_only)
             bar = tqdm(shuffled_tables(tables, t.shuffle_buffer, t.batch_size, rng), desc=f"{name} period {epoch}",
                        unit="batch", leave=False, disable=None if rank == 0 else True)
             joined = contextlib.ExitStack()
@@ -272,11 +271,11 @@ def train_tower(cfg: MerConfig, ds: str, model: str, variant: str | None) -> dic
             for i, table in enumerate(bar):
                 if world > 1 and i % world != rank:
                     continue
-                cond = sample_item_conditions(table, catalog, cond_rng) if (model == "cr" and variant == "item") else None
+                cond = sample_item_conditions(table, catalog, cond_rng) if spec.condition == "item" else None
                 batch = make_batch(table, catalog, tc.history_len, cond)
                 keep = batch.target_rows.numpy() > 0
-                if conditioned:
-                    keep &= batch.cond.numpy() > 0  # a CR row needs a known condition
+                if spec.conditioned:
+                    keep &= batch.cond.numpy() > 0  # a conditioned tower's row needs a known condition
                 if keep.sum() < 2:
                     continue
                 if not keep.all():
@@ -307,8 +306,8 @@ def train_tower(cfg: MerConfig, ds: str, model: str, variant: str | None) -> dic
             steps = int(_all_reduce([steps], "max")[0])
             losses = losses or ([float("nan")] if any_losses else [])
         if not losses:
-            raise ContractError(f"table training_examples: no usable train rows for model {name} in ds={ds}"
-                                + (" (CR needs rows with condition_id)" if conditioned else ""))
+            raise ContractError(f"table training_examples: no usable train rows (split='train') for model {name} "
+                                f"in ds={ds}" + (" (it needs rows with a known condition_id)" if spec.conditioned else ""))
         seen += n_ex
         total_steps += steps
         hr = hr_at(net, val, catalog, corpus, 100) if rank == 0 else float("nan")
@@ -329,6 +328,9 @@ def train_tower(cfg: MerConfig, ds: str, model: str, variant: str | None) -> dic
             bad_epochs += 1
             if bad_epochs >= t.patience:
                 break
+    if best_state is None:  # every period's validation score was NaN: no weights are better than any other
+        raise MerError(f"table training_examples: model {name} got no validation-day score (split='val') in ds={ds} "
+                       "in any period: HR@100 was NaN every time, so there are no best weights to keep")
     net.load_state_dict(best_state)
     return {"model": name, "rank": rank, "world_size": world, "train_examples_seen": seen, "best_val_hr@100": best,
             "net": net, "curve": curve,
@@ -384,7 +386,9 @@ def load_model(folder: Path) -> tuple[TwoTower, dict]:
     if not conf_path.is_file() or not (folder / WEIGHTS).is_file():
         raise MerError(f"model folder {folder} has no config.json / {WEIGHTS}: train it first")
     try:
-        load_file(str(folder / WEIGHTS))
+        # The header alone tells a safetensors file from anything else; the tensors are read once, below.
+        with safe_open(str(folder / WEIGHTS), framework="pt"):
+            pass
     except Exception as exc:  # safetensors refuses anything that is not its own header + tensors (pickles too)
         raise ContractError(f"model folder {folder}: {WEIGHTS} is not a valid safetensors file "
                             f"({type(exc).__name__}: {exc}); nothing was unpickled") from None

@@ -1,6 +1,8 @@
 """Model names -> user-tower classes, variants, and the two-tower container saved as one state dict."""
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch.nn as nn
 
 from mer.base.config import MerConfig
@@ -13,10 +15,39 @@ from mer.stages.model.mind import MINDTower
 from mer.stages.model.names import ALL_MODELS, BASELINES, DEFAULT_VARIANT, TRAINED, VARIANTS  # noqa: F401 (re-exported)
 from mer.stages.model.self_attention import SelfAttentionTower
 from mer.stages.model.single import SingleTower
+from mer.stages.model.tower_spec import TowerSpec
 
 TOWERS = {"single": SingleTower, "dcm": DCMTower, "mind": MINDTower, "sa": SelfAttentionTower,
           "token": InterestTokenTower, "cr": CRTower}
-IMPLICIT = ("dcm", "mind", "sa", "token", "pinnersage")  # multi-embedding models with K_im embeddings
+
+
+def _fit_pinnersage(cfg: MerConfig, ds: str, model: str, variant: str | None) -> dict:
+    from mer.stages.model.pinnersage import run
+
+    return run(cfg, ds)
+
+
+def _fit_baseline(cfg: MerConfig, ds: str, model: str, variant: str | None) -> dict:
+    from mer.stages.model.baselines import fit_baseline
+
+    return fit_baseline(cfg, ds, model, variant)
+
+
+# Models fitted without the training loop: name -> fit(cfg, ds, model, variant) writing the model folder.
+# (Imported on call: the clustering and sparse-matrix libraries load only for the model that needs them.)
+FITTERS: dict[str, Callable[[MerConfig, str, str, str | None], dict]] = {
+    "pinnersage": _fit_pinnersage, **{b: _fit_baseline for b in BASELINES}}
+
+
+def tower_spec(model: str, variant: str | None) -> TowerSpec:
+    """What the tower (and variant) declares about its training data: the training loop reads this."""
+    if model not in TOWERS:
+        raise MerError(f"model {model!r} is not a trained tower: expected one of {', '.join(TOWERS)}")
+    specs = TOWERS[model].SPECS
+    if variant not in specs:
+        allowed = ", ".join(str(v) for v in specs)
+        raise MerError(f"model {model!r} has no variant {variant!r} (allowed: {allowed})")
+    return specs[variant]
 
 
 def check_variant(model: str, variant: str | None) -> str | None:
@@ -45,15 +76,11 @@ def tower_config(cfg: MerConfig, model: str, variant: str | None, *, pre_dim: in
                     hidden_dim=t.hidden_dim, dim=t.embed_dim, k=1, routing_iters=t.routing_iters,
                     history_len=cfg.build.history_len, va_fpi=t.va_fpi, sar=t.sar, gumbel_tau=t.gumbel_tau, seed=t.seed,
                     topic_vocab=[int(x) for x in topic_vocab], **DHEN_PRESETS[t.preset])
-    if model in ("dcm", "mind", "sa", "token"):
+    spec = tower_spec(model, variant)
+    if spec.multi_interest:
         c.k = t.k_im
-    if model == "dcm":
-        if variant == "no-vafpi":
-            c.va_fpi = False
-        elif variant == "no-sar":
-            c.sar = False
-        elif variant in ("k2", "k4"):
-            c.k = int(variant[1:])
+    for key, value in spec.overrides.items():  # the variant's ablation (after k_im: "k2" sets k itself)
+        setattr(c, key, value)
     return c
 
 

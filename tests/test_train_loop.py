@@ -1,0 +1,205 @@
+"""The training loop reads what each tower declares (mer/stages/model/tower_spec.py), never a model name; every
+way to end up with nothing to train on or nothing to keep is a clear one-line error; the item encoder keeps
+no hidden module state."""
+from __future__ import annotations
+
+import ast
+import gc
+import math
+import shutil
+import weakref
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from mer.base.config import MerConfig
+from mer.base.errors import ConfigError, ContractError, MerError
+from mer.base.io import latest_partition, read_partition, write_partition
+from tests.model_fixture import DS, build, small_cfg
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> MerConfig:
+    cfg = small_cfg(MerConfig(root=tmp_path_factory.mktemp("loop") / "var"))
+    cfg.train = cfg.train.model_copy(update={"epochs": 1})
+    build(cfg)
+    return cfg
+
+
+@pytest.fixture
+def cfg(built, tmp_path) -> MerConfig:
+    """A private copy of the built fixture, free to damage."""
+    shutil.copytree(built.root, tmp_path / "var")
+    return built.model_copy(update={"root": tmp_path / "var"})
+
+
+def _strip_conditions(cfg: MerConfig, split: str) -> None:
+    """training_examples with condition_id nulled on every row of one split."""
+    t = read_partition(cfg.table("training_examples"), DS)
+    cond = pc.if_else(pc.equal(t.column("split"), split), pa.scalar(None, pa.int64()), t.column("condition_id"))
+    write_partition(cfg.table("training_examples"), DS, t.set_column(t.schema.get_field_index("condition_id"),
+                                                                     "condition_id", cond))
+
+
+# ------------------------------------------------------------------------------------- declarations, not names
+def test_the_training_loop_names_no_model():
+    from mer.stages.model import train
+    from mer.stages.model.names import ALL_MODELS
+
+    tree = ast.parse(Path(train.__file__).read_text())
+    named = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and n.value in ALL_MODELS}
+    assert not named, f"train.py branches on model names {sorted(named)}: declare it on the tower (TowerSpec)"
+
+
+def test_every_tower_declares_exactly_the_variants_it_is_offered_with():
+    from mer.stages.model.names import ALL_MODELS, DEFAULT_VARIANT, TRAINED, VARIANTS
+    from mer.stages.model.zoo import FITTERS, TOWERS
+
+    assert set(TOWERS) == set(TRAINED)
+    for m in TRAINED:
+        plain = set() if m in DEFAULT_VARIANT else {None}  # a model with a default variant has no plain form
+        assert set(TOWERS[m].SPECS) == set(VARIANTS.get(m, ())) | plain, m
+    assert set(FITTERS) == set(ALL_MODELS) - set(TRAINED)  # everything else is fitted, not trained
+
+
+def test_a_tower_trains_from_its_declaration_alone(cfg, monkeypatch):
+    """A tower the loop has never heard of, declaring logged conditions, trains on the conditioned rows only."""
+    from mer.stages.model import zoo
+    from mer.stages.model.single import SingleTower
+    from mer.stages.model.tower_spec import TowerSpec
+    from mer.stages.model.train import step_budget, train_tower
+
+    class ConditionedSingle(SingleTower):
+        SPECS = {None: TowerSpec(condition="logged")}
+
+    monkeypatch.setitem(zoo.TOWERS, "condsingle", ConditionedSingle)
+    fit = train_tower(cfg, DS, "condsingle", None)
+    conditioned = step_budget(cfg, DS, ConditionedSingle.SPECS[None])
+    assert fit["extra"]["step_budget"] == conditioned[1] < step_budget(cfg, DS, TowerSpec())[1]
+    t = read_partition(cfg.table("training_examples"), DS).filter(pc.field("split") == "train")
+    with_condition = t.filter(pc.field("condition_id").is_valid()).num_rows
+    assert 0 < fit["train_examples_seen"] <= with_condition * len(fit["curve"])
+    assert fit["net"].c.k == 1 and fit["net"].c.model == "condsingle"
+
+
+def test_variant_overrides_reach_the_tower_config(built):
+    from mer.stages.model.zoo import tower_config
+
+    def conf(model, variant):
+        return tower_config(built, model, variant, pre_dim=16, topic_vocab=[1, 2])
+
+    assert conf("dcm", None).k == built.train.k_im and conf("dcm", "k2").k == 2
+    assert conf("dcm", "no-sar").sar is False and conf("dcm", "no-vafpi").va_fpi is False
+    assert conf("single", None).k == 1 and conf("cr", "item").k == 1 and conf("token", None).k == built.train.k_im
+    with pytest.raises(MerError, match="model 'single' has no variant 'k2'"):
+        conf("single", "k2")
+
+
+# ------------------------------------------------------------------------ nothing to train on, nothing to keep
+def test_no_conditioned_validation_rows_is_a_clear_error(cfg):
+    from mer.stages.model.train import run
+
+    _strip_conditions(cfg, "val")
+    with pytest.raises(ContractError, match=r"training_examples: no validation-day rows \(split='val'\) for model "
+                                            rf"cr in ds={DS} with a condition_id"):
+        run(cfg, DS, "cr")
+
+
+def test_no_conditioned_train_rows_is_a_clear_error(cfg):
+    from mer.stages.model.train import run
+
+    _strip_conditions(cfg, "train")  # CR source trains on logged conditions: none is left
+    with pytest.raises(ContractError, match=r"training_examples: no usable train rows \(split='train'\) for "
+                                            rf"model cr in ds={DS} \(it needs rows with a known condition_id\)"):
+        run(cfg, DS, "cr", "source")
+    assert not (cfg.run_dir(DS) / "models" / "cr").exists()
+
+
+def test_a_zero_step_budget_is_a_config_error_not_a_type_error(cfg):
+    from mer.stages.model.train import run
+
+    cfg.train = cfg.train.model_copy(update={"epochs": 0, "min_steps": 0})
+    with pytest.raises(ConfigError, match=r"train.epochs=0 and train.min_steps=0: the step budget is 0"):
+        run(cfg, DS, "single")
+
+
+def test_no_validation_score_in_any_period_is_a_clear_error(cfg, monkeypatch):
+    """An HR that is NaN every period (e.g. an empty scored batch) leaves no best weights: said, not a TypeError."""
+    from mer.stages.model import train
+
+    monkeypatch.setattr(train, "hr_at", lambda *a, **k: math.nan)
+    with pytest.raises(MerError, match=rf"training_examples: model single got no validation-day score "
+                                       rf"\(split='val'\) in ds={DS}"):
+        train.run(cfg, DS, "single")
+    assert not (cfg.run_dir(DS) / "models" / "single").exists()
+
+
+# ------------------------------------------------------------------------------------ serving: no hidden state
+@pytest.fixture(scope="module")
+def two_versions(built, tmp_path_factory):
+    """Two model folders of different versions (dcm, single) trained a few steps, and the item_features rows."""
+    from mer.stages.model.train import run
+
+    cfg = built.model_copy(update={"root": tmp_path_factory.mktemp("serve") / "var"})
+    shutil.copytree(built.root, cfg.root)
+    cfg.train = cfg.train.model_copy(update={"max_steps_per_epoch": 2})
+    folders = []
+    for m in ("dcm", "single"):
+        run(cfg, DS, m)
+        folders.append(cfg.run_dir(DS) / "models" / m)
+    items = read_partition(cfg.raw_table("item_features"), latest_partition(cfg.raw_table("item_features"), DS))
+    return folders, items
+
+
+def _counting_extractions(monkeypatch) -> list[int]:
+    from mer.stages.model import serving
+
+    calls: list[int] = []
+    real = serving.item_arrays
+
+    def counted(table, *a, **k):
+        calls.append(table.num_rows)
+        return real(table, *a, **k)
+
+    monkeypatch.setattr(serving, "item_arrays", counted)
+    return calls
+
+
+def test_encoders_of_different_versions_do_not_share_a_hidden_cache(two_versions, monkeypatch):
+    from mer.stages.model.serving import FeatureCache, load_item_encoder
+
+    folders, items = two_versions
+    batch = items.to_batches()[0]
+    fresh = [load_item_encoder(f).encode_arrow(batch) for f in folders]  # the reference, each from scratch
+    calls = _counting_extractions(monkeypatch)
+    a, b = (load_item_encoder(f) for f in folders)
+    assert a.model_version != b.model_version
+    out_a, out_b = a.encode_arrow(batch), b.encode_arrow(batch)
+    assert len(calls) == 2, "the second model version reused the first one's features through module state"
+    assert np.array_equal(out_a, fresh[0]) and np.array_equal(out_b, fresh[1])
+
+    # Sharing is explicit: encoders handed one cache extract a batch's features once, with the same results.
+    calls.clear()
+    shared = FeatureCache()
+    a, b = (load_item_encoder(f, features=shared) for f in folders)
+    assert np.array_equal(a.encode_arrow(batch), fresh[0]) and np.array_equal(b.encode_arrow(batch), fresh[1])
+    assert len(calls) == 1
+    other = items.slice(0, 10).to_batches()[0]  # another snapshot's rows: extracted anew, not served stale
+    assert np.allclose(a.encode_arrow(other), fresh[0][:10], atol=1e-6)  # (another batch shape: float rounding)
+    assert len(calls) == 2
+
+
+def test_an_encoded_batch_is_not_kept_alive(two_versions):
+    from mer.stages.model.serving import load_item_encoder
+
+    folders, items = two_versions
+    enc = load_item_encoder(folders[0])
+    batch = pa.RecordBatch.from_pylist(items.slice(0, 50).to_pylist(), schema=items.schema)
+    enc.encode_arrow(batch)
+    ref = weakref.ref(batch)
+    del batch, enc
+    gc.collect()
+    assert ref() is None, "the item encoder's feature cache holds the last batch after the encoder is gone"
