@@ -27,9 +27,19 @@ def write_inputs(cfg, *, blessed: bool = True) -> None:
                 rows.append((model, variant, "eval", f"hr@{k}", seg, round((base + bump) * f, 4)))
                 rows.append((model, variant, "val", f"hr@{k}", seg, 0.9999))  # bless's figures: not reported
     rows.append(("cr", "source", "eval", "filtered_hr@10", "all", 0.4321))
+    rows.append(("cr", "source", "eval", "conditioned_records", "all", 2967.0))  # a count, stored as a float
+    rows.append(("dcm", "", "eval", "hr_novel@100", "all", 0.3456))
     rows.append(("dcm+cr", "", "eval", "overlap@100", "all", 0.1234))
+    rows.append(("dcm+cr", "", "eval", "gain_vs_dcm_served@100", "all", 0.0123))
+    rows.append(("dcm+cr", "", "eval", "gain_vs_dcm_served@100", "core", float("nan")))  # no record: NaN
+    rows.append(("dcm", "", "eval", "mean_pairwise_cos", "all", float("nan")))
     table = pa.Table.from_pylist([dict(zip(EVAL_METRICS.names, r)) for r in rows], schema=EVAL_METRICS)
     write_partition(cfg.table("eval_metrics"), DS, table)
+    # Earlier and later runs under the same root: the report's history shows the earlier one, not the later.
+    for day, hr in (("2026-01-13", 0.41), ("2026-01-14", 0.45), ("2026-01-16", 0.77)):
+        past = [("dcm", "", "eval", "hr@100", "all", hr), ("single", "", "eval", "hr@100", "all", hr - 0.1)]
+        write_partition(cfg.table("eval_metrics"), day,
+                        pa.Table.from_pylist([dict(zip(EVAL_METRICS.names, r)) for r in past], schema=EVAL_METRICS))
     iv = [{"name": "dcm", "model": "dcm", "variant": "", "reference": "single", "reference_model": "single", "metric": "hr@100",
            "records": "all", "segment": "all", "n": 900, "value": 0.5, "reference_value": 0.4, "ratio": 1.25,
            "lo": 1.125, "hi": 1.375},
@@ -64,10 +74,10 @@ def test_report_shows_known_numbers_and_charts(cfg):
     page = (cfg.run_dir(DS) / "report.html").read_text()
     assert out["report"] == str(cfg.run_dir(DS) / "report.html") and out["uploaded"] is None
     assert "blessed" in page and "NOT blessed" not in page
-    # HR curves (all, core, non_core), segment bars, interests, recall, timings: 7 PNGs
-    assert len(re.findall(r"data:image/png;base64,", page)) == 7
-    for number in ("0.5000", "0.4321", "0.1234", "0.9870", "0.9750", "0.9910"):
-        assert number in page, number
+    # HR curves (all users), segment bars, HR across runs, interests, recall, timings: 6 PNGs, inline
+    assert len(re.findall(r"data:image/png;base64,", page)) == 6
+    for number in ("0.500", "0.432", "0.123", "0.987", "0.975", "0.991", "0.346"):
+        assert f">{number}<" in page, number
     assert "unknown_action" in page and ">3<" in page  # quarantine counts per reason
     assert "mean 2.00 embeddings per user" in page
     assert "recall@100 target 0.95" in page
@@ -76,7 +86,42 @@ def test_report_shows_known_numbers_and_charts(cfg):
     # who won, in words, with the interval (the best baseline named)
     assert "1.250x [1.125, 1.375]: better, the interval excludes 1" in page
     assert "1.020x [0.970, 1.070]: no difference shown (the interval contains 1)" in page
-    assert "<b>itemknn-sum</b>" in page
+    assert "the strongest simple baseline (itemknn-sum, picked on the validation day)" in page
+
+
+def test_report_reads_as_tables_people_read(cfg):
+    """Pivoted model x metric, counts as integers, no NaN (a missing cell is '–'), each metric explained,
+    the winner named with its metric and split, HR across the earlier runs' ds."""
+    write_inputs(cfg)
+    page = render.render(cfg, DS)
+    text = re.sub(r"<[^>]+>", " ", re.sub(r"<(style|script)[^>]*>.*?</\1>", " ", page, flags=re.S))
+    assert not re.search(r"\bnan\b", text, re.I), "NaN shown"
+    assert "–" in text  # a model without a metric
+    assert ">2,967<" in page and "2967.0" not in page  # a count stored as a float prints as an integer
+    assert ">+0.012<" in page  # gains signed
+    assert "Winner: dcm, HR@100 = 0.500 on the eval day (split eval, ds=2026-01-15, 900 records, all users)." in text
+    # model x metric: one row per model, the metrics as columns (not one row per metric)
+    assert re.search(r"<th>model</th>\s*<th>hr@10</th>\s*<th>hr@100</th>\s*<th>hr_novel@100</th>", page)
+    assert page.count("<td>dcm</td>") <= 5  # winner table, per model, per segment, across runs, other metrics
+    # segments side by side under their metric
+    assert re.search(r'<th colspan="3">hr@10</th>\s*<th colspan="3">hr@100</th>', page)
+    for term in ("hr@K", "hr_novel@K", "filtered_hr@K", "overlap@K", "gain_vs_dcm_served@K", "conditioned_records"):
+        assert f"<dt>{term}</dt>" in page, term
+    assert "<dt>mean_pairwise_cos</dt>" not in page  # its column is all NaN: dropped, and not explained
+    # HR across the runs up to this ds (2026-01-16 is a later run: not shown)
+    assert "<th>2026-01-13</th>" in page and "<th>2026-01-14</th>" in page and "2026-01-16" not in page
+    assert "3 days, up to ds=2026-01-15" in text
+
+
+def test_report_names_data_docs_by_path_not_a_local_link(cfg):
+    from mer.stages.quality.gates import data_docs_index
+
+    write_inputs(cfg)
+    data_docs_index(cfg).parent.mkdir(parents=True)
+    data_docs_index(cfg).write_text("<html></html>")
+    page = render.render(cfg, DS)
+    assert f"<code>{data_docs_index(cfg)}</code>" in page and "not shipped with this report" in page
+    assert "file://" not in page  # the uploaded copy would point into its reader's own disk
 
 
 def test_not_blessed_report_says_why_and_that_nothing_was_published(cfg):

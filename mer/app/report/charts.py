@@ -19,9 +19,14 @@ def _png(fig) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def _legend_outside(ax) -> None:
+    # A dozen models and their variants: a legend inside the axes would hide the lines.
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+
+
 def hr_curves(curves: pd.DataFrame, segment: str) -> str:
     """HR@K against K, one line per model (filtered / followed-topic HR dashed), for one segment."""
-    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    fig, ax = plt.subplots(figsize=(8.5, 4.2))
     for (label, kind), g in curves[curves["segment"] == segment].groupby(["label", "kind"]):
         ax.plot(g["k"], g["value"], marker="o", linestyle="-" if kind == "hr" else "--",
                 label=label if kind == "hr" else f"{label} ({kind})")
@@ -30,7 +35,23 @@ def hr_curves(curves: pd.DataFrame, segment: str) -> str:
     ax.set_ylabel("HR@K")
     ax.set_title(f"HR@K, segment {segment}")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    _legend_outside(ax)
+    return _png(fig)
+
+
+def history(rows: pd.DataFrame, metric: str) -> str:
+    """``metric`` per model across the runs' ds (rows: ds, label, value), one line per model."""
+    fig, ax = plt.subplots(figsize=(8.5, 4.0))
+    days = sorted(rows["ds"].unique())
+    x = {d: i for i, d in enumerate(days)}
+    for label, g in rows.sort_values("ds").groupby("label"):
+        ax.plot([x[d] for d in g["ds"]], g["value"], marker="o", label=label)
+    ax.set_xticks(range(len(days)), days, rotation=30 if len(days) > 4 else 0, fontsize=8)
+    ax.set_xlabel("ds (eval day)")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} per model across runs")
+    ax.grid(alpha=0.3)
+    _legend_outside(ax)
     return _png(fig)
 
 
@@ -38,8 +59,9 @@ def segment_bars(curves: pd.DataFrame, k: int) -> str:
     """HR@k per model, bars grouped by user segment."""
     df = curves[(curves["kind"] == "hr") & (curves["k"] == k)]
     pivot = df.pivot_table(index="label", columns="segment", values="value")
-    fig, ax = plt.subplots(figsize=(6.5, 3.8))
-    pivot.plot.bar(ax=ax, rot=20)
+    fig, ax = plt.subplots(figsize=(8.5, 3.8))
+    pivot.plot.bar(ax=ax, rot=30)
+    _legend_outside(ax)
     ax.set_ylabel(f"HR@{k}")
     ax.set_title(f"HR@{k} per segment")
     ax.grid(axis="y", alpha=0.3)

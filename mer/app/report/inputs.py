@@ -15,10 +15,9 @@ import pandas as pd
 from mer.app.pipeline import read_stages
 from mer.base.config import MerConfig
 from mer.base.errors import MerError
-from mer.base.io import partition_dir, read_partition
+from mer.base.io import list_partitions, partition_dir, read_partition
 
 HR_RE = re.compile(r"^(?P<kind>(?:filtered_)?hr(?:_followed)?)@(?P<k>\d+)$", re.IGNORECASE)
-OVERALL_SEGMENTS = ("all", "overall", "")
 
 
 def stages(cfg: MerConfig, ds: str) -> dict[str, dict[str, Any]]:
@@ -92,11 +91,23 @@ def quarantine_counts(cfg: MerConfig, ds: str) -> pd.DataFrame | None:
 
 
 def data_docs(cfg: MerConfig) -> Path | None:
-    """Great Expectations Data Docs index page, when the gates built one."""
-    if not cfg.quality_dir.is_dir():
-        return None
-    pages = sorted(cfg.quality_dir.rglob("data_docs/**/index.html")) or sorted(cfg.quality_dir.rglob("index.html"))
-    return pages[0] if pages else None
+    """The Great Expectations Data Docs index (every gate, run and ds), when a gate has built it."""
+    from mer.stages.quality.gates import data_docs_index
+
+    page = data_docs_index(cfg)
+    return page if page.is_file() else None
+
+
+def eval_history(cfg: MerConfig, ds: str) -> pd.DataFrame | None:
+    """The eval-day metrics of every ds up to this one under the same root (a backfill shows no later day)."""
+    frames = []
+    for day in list_partitions(cfg.table("eval_metrics")):
+        if day > ds:
+            continue
+        df = eval_metrics(cfg, day)
+        if df is not None:
+            frames.append(df.assign(ds=day)[["ds", "label", "metric", "segment", "value"]])
+    return pd.concat(frames, ignore_index=True) if frames else None
 
 
 def user_interests(cfg: MerConfig, ds: str) -> dict[str, pd.DataFrame]:
