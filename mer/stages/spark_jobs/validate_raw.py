@@ -171,6 +171,7 @@ def run(cfg: MerConfig, ds: str) -> dict:
         read_arrow,
         read_raw_days,
         snapshot_partition,
+        require_raw_days,
         window_days,
         write_table,
     )
@@ -179,6 +180,7 @@ def run(cfg: MerConfig, ds: str) -> dict:
     t0 = time.perf_counter()
     train_days, eval_days = window_days(cfg, ds)
     days = train_days + eval_days
+    require_raw_days(cfg, list(LOG_OUTPUTS), days)  # every missing day named at once
     # An eval day that landed empty is an upstream outage, not a quiet day: the model would be
     # evaluated (and blessed) on nothing. Train days may be empty (the first days of a dataset).
     empty = empty_partitions(cfg, eval_days)

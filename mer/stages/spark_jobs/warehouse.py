@@ -122,14 +122,15 @@ def snapshot_partition(cfg: MerConfig, table: str, ds: str) -> tuple[str, Path]:
     return snap, raw_partition(cfg, table, snap)
 
 
-def read_raw(spark, cfg: MerConfig, table: str, ds: str):
-    """One raw partition with exactly the contract's columns and types (extra columns dropped)."""
-    from pyspark.sql import functions as F
-
-    path = raw_partition(cfg, table, ds)
-    schema = RAW_TABLES[table]
-    df = spark.read.parquet(str(path))
-    return df.select([F.col(f.name).cast(spark_type(f.type)).alias(f.name) for f in schema])
+def require_raw_days(cfg: MerConfig, tables: list[str], days: list[str]) -> None:
+    """Every missing raw partition of ``tables`` x ``days`` named in one error, not one per re-run."""
+    problems = []
+    for table in tables:
+        missing = [d for d in days if not any(partition_dir(cfg.raw_table(table), d).glob("*.parquet"))]
+        if missing:
+            problems.append(missing_partition(table, missing, cfg.raw_table(table)))
+    if problems:
+        raise ContractError("; ".join(problems))
 
 
 def read_raw_days(spark, cfg: MerConfig, table: str, days: list[str]):
@@ -140,9 +141,7 @@ def read_raw_days(spark, cfg: MerConfig, table: str, days: list[str]):
     """
     from pyspark.sql import types as T
 
-    missing = [d for d in days if not any(partition_dir(cfg.raw_table(table), d).glob("*.parquet"))]
-    if missing:  # name every missing day at once, not one per re-run
-        raise ContractError(missing_partition(table, missing, cfg.raw_table(table)))
+    require_raw_days(cfg, [table], days)
     paths = [str(raw_partition(cfg, table, day)) for day in days]
     schema = spark_schema(RAW_TABLES[table]).add(T.StructField("ds", T.StringType()))
     df = spark.read.schema(schema).option("basePath", str(cfg.raw_table(table))).parquet(*paths)
