@@ -236,3 +236,30 @@ def missing_partition(table: str, ds: str | list[str], where: object) -> str:
     hint = WRITTEN_BY.get(table)
     return f"table {table}: {which} missing under {where}" + (f"; run `{hint}` for that day first" if hint else "")
 
+
+
+# ---------------------------------------------------------------- analyst views
+# What people query: the same tables as views with dates as DATE, no reserved-word column names and
+# no pseudo rows; `<table>_latest` keeps only the newest run's partition (each ds partition of a derived
+# table holds that run's whole window, so a query over every ds counts rows once per run).
+# One definition, rendered for DuckDB (`mer sql`) and Spark SQL (the metastore / `mer serve-sql`).
+DATE_COLUMNS = ("ds", "event_date", "source_ds")
+RENAMED_COLUMNS = {"column": "bad_column"}  # `column` is reserved in SQL
+PSEUDO_ROWS = {"eval_metrics": "model <> '_eval'"}  # evaluation-wide counts stored as a model named _eval
+
+
+def analyst_view_sql(table: str, columns: list[str], source: str, *, quote: str = '"', latest: bool = False) -> str:
+    """``SELECT ...`` over ``source`` (a table or file scan expression) for the view of ``table``.
+
+    ``quote`` is the identifier quote of the dialect (DuckDB ``"``, Spark SQL a backtick)."""
+    def q(name: str) -> str:
+        return f"{quote}{name}{quote}"
+
+    select = []
+    for c in columns:
+        expr = f"CAST({q(c)} AS DATE)" if c in DATE_COLUMNS else q(c)
+        select.append(f"{expr} AS {q(RENAMED_COLUMNS.get(c, c))}")
+    where = [PSEUDO_ROWS[table]] if table in PSEUDO_ROWS else []
+    if latest and "ds" in columns:
+        where.append(f"{q('ds')} = (SELECT max({q('ds')}) FROM {source})")
+    return f"SELECT {', '.join(select)} FROM {source}" + (f" WHERE {' AND '.join(where)}" if where else "")
