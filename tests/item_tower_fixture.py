@@ -79,13 +79,14 @@ def load_item_encoder(folder) -> ItemEncoder:
     return ItemEncoder(folder)
 
 
-def user_embeddings(cfg: MerConfig, ds: str, model_name: str, user_ids=None) -> dict:
-    """Per user K seeded unit vectors near item vectors (DCM: importance; CR: topic ids)."""
+def user_embeddings(cfg: MerConfig, ds: str, model_name: str, user_ids=None, split: str = "eval") -> dict:
+    """Per user K seeded unit vectors near item vectors (DCM: importance; CR: topic ids).
+    ``split``: whose histories (eval or val day): another day gives the same user other vectors."""
     conf = json.loads((model_dir(cfg, ds, model_name) / "config.json").read_text())
     users = list(user_ids) if user_ids is not None else list(range(conf.get("n_users", 20)))
     out = {}
     for u in users:
-        rng = np.random.default_rng([int(u), conf["seed"]])
+        rng = np.random.default_rng([int(u), conf["seed"]] + ([] if split == "eval" else [1]))
         emb = rng.normal(size=(K[model_name], conf["dim"])).astype(np.float32)
         emb /= np.linalg.norm(emb, axis=1, keepdims=True)
         rec = {"embeddings": emb}
@@ -146,9 +147,11 @@ def clustered_vectors(n: int, dim: int, seed: int = 3, clusters: int = 32) -> np
 
 
 def write_item_embeddings(cfg: MerConfig, ds: str, n: int = 3000, dim: int = 16, seed: int = 3) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """item_embeddings for both fixture models (as `mer infer` would leave them), without Spark."""
+    """item_embeddings for both fixture models (as `mer infer` would leave them: bucketed for
+    ``cfg.index.shards``), without Spark."""
     from mer.base.contract import ITEM_EMBEDDINGS
     from mer.base.io import write_json_atomic
+    from mer.stages.index.shards import write_bucketed
 
     make_models(cfg, ds, dim=dim)
     ids = np.arange(10_000, 10_000 + n, dtype=np.int64) * 7  # not 0..n-1: ids must be kept, not positions
@@ -159,7 +162,7 @@ def write_item_embeddings(cfg: MerConfig, ds: str, n: int = 3000, dim: int = 16,
         emb = pa.FixedSizeListArray.from_arrays(pa.array(vec.reshape(-1)), dim).cast(pa.list_(pa.float32()))
         tables.append(pa.table({"model_version": [version] * n, "item_id": ids, "embedding": emb}, schema=ITEM_EMBEDDINGS))
         out[name] = (ids, vec)
-    write_partition(cfg.table("item_embeddings"), ds, pa.concat_tables(tables))
+    write_bucketed(cfg.table("item_embeddings"), ds, pa.concat_tables(tables), cfg.index.shards)
     write_json_atomic(cfg.run_dir(ds) / "item_inference.json", {"versions": {m: f"{m}-{ds}-fx" for m in SERVED_MODELS}})
     return out
 
@@ -170,8 +173,8 @@ def prepared_run(cfg: MerConfig, ds: str, n: int = 600, dim: int = 16, bucket: s
 
     from mer.stages.index import build, recall
 
-    write_item_embeddings(cfg, ds, n=n, dim=dim)
     cfg.index = cfg.index.model_copy(update=dict(shards=2, index_key="Flat", recall_k=10, recall_queries=40, build_workers=1))
+    write_item_embeddings(cfg, ds, n=n, dim=dim)
     cfg.publish = cfg.publish.model_copy(update=dict(bucket=bucket or f"mer-{uuid.uuid4().hex[:10]}", multipart_threshold_mb=1))
     build.run(cfg, ds)
     recall.run(cfg, ds)

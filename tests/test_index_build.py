@@ -58,8 +58,8 @@ def _set(cfg, **kw):
 
 
 def test_build_all_shards_ids_round_trip_and_merged_recall(cfg):
-    data = fx.write_item_embeddings(cfg, DS, n=3000, dim=16)
     _set(cfg, shards=2, index_key="IVF16,Flat", recall_k=20, recall_queries=200, build_workers=2)
+    data = fx.write_item_embeddings(cfg, DS, n=3000, dim=16)
     out = build.run(cfg, DS)
     assert set(out) == {"dcm", "cr"}
     folder = layout.model_index_dir(cfg, DS, "dcm")
@@ -84,16 +84,16 @@ def test_build_all_shards_ids_round_trip_and_merged_recall(cfg):
     # Merged shards recall equals one index over all items within tolerance.
     single = cfg.model_copy(deep=True)
     single.root = cfg.root.parent / "single"
-    fx.write_item_embeddings(single, DS, n=3000, dim=16)
     _set(single, shards=1, index_key="IVF16,Flat", recall_k=20, recall_queries=200, build_workers=1)
+    fx.write_item_embeddings(single, DS, n=3000, dim=16)
     build.run(single, DS)
     one = recall.run(single, DS)["models"]["dcm"]["merged"]
     assert abs(dcm["merged"] - one) <= 0.03
 
 
 def test_auto_flat_for_tiny_and_pq_under_small_budget(cfg):
-    fx.write_item_embeddings(cfg, DS, n=2000, dim=16)
     _set(cfg, shards=2, index_key="auto", recall_k=10, recall_queries=50, build_workers=1)
+    fx.write_item_embeddings(cfg, DS, n=2000, dim=16)
     out = build.run(cfg, DS, shard=0)
     assert out["dcm"]["built"]["shard-00000"]["key"] == "Flat"
     assert out["dcm"]["built"]["shard-00000"]["recall_heldout"] == 1.0
@@ -106,8 +106,8 @@ def test_auto_flat_for_tiny_and_pq_under_small_budget(cfg):
 
 
 def test_recall_gate_fails_naming_shard(cfg):
-    fx.write_item_embeddings(cfg, DS, n=2000, dim=16)
     _set(cfg, shards=2, index_key="IVF8,PQ2", recall_k=20, recall_queries=60, build_workers=1, recall_target=0.99)
+    fx.write_item_embeddings(cfg, DS, n=2000, dim=16)
     build.run(cfg, DS)
     with pytest.raises(GateError, match=r"dcm/shard-0000[01]: recall@20=0\.\d+ < 0\.99"):
         recall.run(cfg, DS)
@@ -117,7 +117,7 @@ def test_recall_gate_fails_naming_shard(cfg):
 def test_build_one_shard_out_of_range_and_missing_inference(cfg):
     with pytest.raises(MerError, match="mer infer"):
         build.run(cfg, DS)
-    fx.write_item_embeddings(cfg, DS, n=200, dim=16)
     _set(cfg, shards=2)
+    fx.write_item_embeddings(cfg, DS, n=200, dim=16)
     with pytest.raises(MerError, match="shard 5 is outside 0..1"):
         build.run(cfg, DS, shard=5)

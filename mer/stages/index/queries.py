@@ -1,6 +1,12 @@
-"""Query vectors for recall: real user embeddings of the eval split, items only as a stated fallback."""
+"""Query vectors for recall: real user embeddings, items only as a stated fallback.
+
+The recall gate queries with the eval split's users (``recall_queries``); the index build tunes
+nprobe / efSearch on the same kind of queries from the validation split (``tuning_queries``), so
+tuning sees the gate's query distribution without ever reading eval-day rows.
+"""
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import numpy as np
@@ -61,49 +67,65 @@ def users_table(result: dict) -> pa.Table:
     )
 
 
-def eval_user_ids(cfg: MerConfig, ds: str, limit: int | None = None, seed: int = 0) -> list[int] | None:
-    """Distinct users of the eval split of ``training_examples`` (None when the table is absent)."""
+def split_user_ids(cfg: MerConfig, ds: str, split: str, limit: int | None = None, seed: int = 0) -> list[int] | None:
+    """Distinct users of one split of ``training_examples`` (None when the table is absent)."""
     table_dir = cfg.table("training_examples")
     if ds not in list_partitions(table_dir):
         return None
     t = read_partition(table_dir, ds, columns=["user_id", "split"])
-    users = np.unique(t.filter(pc.equal(t.column("split"), "eval")).column("user_id").to_numpy())
+    users = np.unique(t.filter(pc.equal(t.column("split"), split)).column("user_id").to_numpy())
     if limit is not None and len(users) > limit:
         users = np.sort(np.random.default_rng(seed).choice(users, limit, replace=False))
     return [int(u) for u in users]
 
 
-def user_query_table(cfg: MerConfig, ds: str, model: str, user_ids: list[int] | None) -> pa.Table | None:
-    """User embeddings from the served user tower, or None when there is no user tower."""
+def user_query_table(cfg: MerConfig, ds: str, model: str, user_ids: list[int] | None, split: str = "eval") -> pa.Table | None:
+    """User embeddings of ``split``'s users from the served user tower; None when there is no user tower
+    (or, for another split than eval, when the tower cannot embed that split's histories)."""
     try:
         srv = towers.serving(cfg)
         fn = getattr(srv, "user_embeddings")
     except Exception:
         return None
-    return users_table(fn(cfg, ds, model, user_ids=user_ids))
+    if split == "eval":
+        return users_table(fn(cfg, ds, model, user_ids=user_ids))
+    if "split" not in inspect.signature(fn).parameters:
+        return None
+    return users_table(fn(cfg, ds, model, user_ids=user_ids, split=split))
 
 
-def recall_queries(
-    cfg: MerConfig, ds: str, model: str, item_vectors: np.ndarray, n: int, seed: int = 0
-) -> tuple[np.ndarray, str]:
-    """Up to ``n`` L2-normalised query vectors and where they came from.
+def _queries(cfg: MerConfig, ds: str, model: str, model_version: str, n: int, seed: int, split: str) -> tuple[np.ndarray, str]:
+    from mer.stages.index.shards import embeddings_to_numpy, sample_item_vectors
 
-    Real user embeddings of eval users when the user tower is there; otherwise sampled item
-    vectors with small noise (so an item does not trivially find itself), marked ``items``.
-    """
     rng = np.random.default_rng(seed)
-    eval_users = eval_user_ids(cfg, ds, limit=n, seed=seed)
-    users = user_query_table(cfg, ds, model, eval_users)
+    split_users = split_user_ids(cfg, ds, split, limit=n, seed=seed)
+    # Tuning with no validation users that day falls back to items; the gate keeps asking the tower.
+    users = None if split != "eval" and split_users == [] else user_query_table(cfg, ds, model, split_users, split)
     if users is not None and users.num_rows:
-        from mer.stages.index.shards import embeddings_to_numpy
-
         q = embeddings_to_numpy(users, table_name=f"user_embeddings[{model}]")
         if len(q) > n:
             q = q[np.sort(rng.choice(len(q), n, replace=False))]
-        source = "user_embeddings:eval" if eval_users is not None else "user_embeddings:all(no eval split)"
+        source = f"user_embeddings:{split}" if split_users is not None else f"user_embeddings:all(no {split} split)"
     else:
-        pick = rng.choice(len(item_vectors), min(n, len(item_vectors)), replace=False)
-        q = item_vectors[pick] + rng.normal(0, 0.05, (len(pick), item_vectors.shape[1])).astype(np.float32)
-        source = "items(no user tower)"
+        items = sample_item_vectors(cfg, ds, model_version, n, seed)
+        # Small noise so an item does not trivially find itself.
+        q = items + rng.normal(0, 0.05, items.shape).astype(np.float32)
+        source = f"items(no {split} user embeddings)"
     q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
     return np.ascontiguousarray(q, dtype=np.float32), source
+
+
+def recall_queries(cfg: MerConfig, ds: str, model: str, model_version: str, n: int, seed: int = 0) -> tuple[np.ndarray, str]:
+    """The recall gate's queries: up to ``n`` L2-normalised embeddings of eval users, and where they came from.
+
+    Sampled item vectors with small noise when there are none (no user tower), marked ``items``.
+    """
+    return _queries(cfg, ds, model, model_version, n, seed, "eval")
+
+
+def tuning_queries(cfg: MerConfig, ds: str, model: str, model_version: str, n: int, seed: int = 0) -> tuple[np.ndarray, str]:
+    """The index build's tuning queries: the gate's kind (user embeddings) from the validation split.
+
+    Items only when no validation-split user embeddings exist (the source says so).
+    """
+    return _queries(cfg, ds, model, model_version, n, seed, "val")

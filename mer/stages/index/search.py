@@ -43,19 +43,29 @@ def load_model_shards(folder: Path) -> tuple[dict, list[Shard]]:
     return info, [load_shard(folder, s) for s in range(info["shards"])]
 
 
-def merge_topk(scores: list[np.ndarray], ids: list[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k by inner product over per-shard results [q, k_s] (empty slots are id -1)."""
-    s = np.concatenate(scores, axis=1)
-    i = np.concatenate(ids, axis=1)
-    s = np.where(i < 0, -np.inf, s)
-    order = np.argsort(-s, axis=1, kind="stable")[:, :k]
-    return np.take_along_axis(s, order, 1), np.take_along_axis(i, order, 1)
+class TopK:
+    """Running top-k by inner product over per-shard results [q, k_s] (``faiss.ResultHeap``), so shards can
+    be searched one at a time and dropped; empty slots (id -1) come back with score -inf."""
+
+    def __init__(self, nq: int, k: int):
+        import faiss
+
+        self.heap = faiss.ResultHeap(nq, k, keep_max=True)
+
+    def add(self, scores: np.ndarray, ids: np.ndarray) -> None:
+        self.heap.add_result(scores, ids)
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        self.heap.finalize()
+        ids = self.heap.I
+        return np.where(ids < 0, -np.inf, self.heap.D).astype(np.float32), ids
 
 
 def search_shards(shards: list[Shard], queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Every shard searched for k, then one merged top-k: the same answer as one index over all items."""
     queries = np.ascontiguousarray(queries, dtype=np.float32)
-    parts = [sh.index.search(queries, k) for sh in shards if sh.index.ntotal > 0]
-    if not parts:
-        return np.full((len(queries), k), -np.inf, np.float32), np.full((len(queries), k), -1, np.int64)
-    return merge_topk([p[0] for p in parts], [p[1] for p in parts], k)
+    top = TopK(len(queries), k)
+    for sh in shards:
+        if sh.index.ntotal > 0:
+            top.add(*sh.index.search(queries, k))
+    return top.result()
