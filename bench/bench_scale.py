@@ -1,6 +1,13 @@
 """Scale benchmark (issue 6): one generated run with >= 1M items and >= 10M events through every stage.
 
     nice .venv/bin/python bench/bench_scale.py [--root /tmp/mer_scale] [--dcm-steps 1500] [--keep]
+    nice .venv/bin/python bench/bench_scale.py --shard-rss [--rss-items 400000] [--rss-shards 2 4]
+
+``--shard-rss`` measures only the index build's memory per shard task (issue 11, shard-local I/O):
+item_embeddings of ``--rss-items`` generated vectors, bucketed as ``mer infer`` writes them, then every
+``build-index --shard i`` task of 2 and of 4 shards in its own process; its peak RSS is the kernel's
+(``ru_maxrss`` from ``os.wait4``), next to the floor of a process that only imports the same modules.
+``--code-tree DIR`` runs the tasks with another checkout's ``mer`` (e.g. the code before the change).
 
 Stages are called in-process, the same functions the DAG tasks call (through ``run_stage``, so each
 writes its ``stages/<task>.json``): generate (``--large``), validate_raw, gate_raw, training_data,
@@ -93,6 +100,94 @@ def configure(root: Path, args) -> None:
     os.environ.update(env)
 
 
+SHARD_TASK = """
+import importlib, os, sys
+from mer.base.config import load_config
+from mer.stages.index import build
+if sys.argv[1] == "floor":  # the same imports as a task (the serving module brings torch), no data
+    importlib.import_module(os.environ["MER_INDEX__SERVING_MODULE"])
+else:
+    build.run(load_config(), sys.argv[2], shard=int(sys.argv[1]))
+"""
+
+
+# A lean launcher: a forked child starts with its parent's RSS as its high-water mark (kept across exec),
+# so the tasks are started from a bare Python process, not from the bench that holds the generated vectors.
+LAUNCHER = """
+import json, os, subprocess, sys, time
+env = json.loads(sys.argv[1])
+out = []
+for cmd in json.loads(sys.argv[2]):
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env)
+    _, status, usage = os.wait4(proc.pid, 0)
+    if os.waitstatus_to_exitcode(status):
+        sys.exit(f"shard task {cmd[-2:]} failed with exit code {os.waitstatus_to_exitcode(status)}")
+    out.append([usage.ru_maxrss * 1024, time.perf_counter() - t0])  # Linux: KiB
+print(json.dumps(out))
+"""
+
+
+def children_peak_rss(cmds: list[list[str]], env: dict, cwd: Path) -> list[tuple[int, float]]:
+    """(peak RSS in bytes, wall seconds) of each command run in turn, from the kernel's accounting of that child.
+    ``cwd``: not the repository, whose ``mer`` would shadow PYTHONPATH's for ``python -c``."""
+    import subprocess
+
+    res = subprocess.run([sys.executable, "-c", LAUNCHER, json.dumps(env), json.dumps(cmds)], capture_output=True,
+                         text=True, cwd=cwd)
+    if res.returncode:
+        raise SystemExit(res.stderr.strip().splitlines()[-1] if res.stderr.strip() else f"launcher failed ({res.returncode})")
+    return [tuple(x) for x in json.loads(res.stdout.strip().splitlines()[-1])]
+
+
+def shard_rss(args) -> dict:
+    """Peak RSS of every shard task at each shard count, on one generated bucketed item_embeddings."""
+    import numpy as np
+    import pyarrow as pa
+
+    from mer.base.config import load_config
+    from mer.base.contract import ITEM_EMBEDDINGS
+    from mer.base.io import write_json_atomic
+    from mer.stages.index.shards import write_bucketed
+    from tests import item_tower_fixture as fx
+
+    root = Path(args.root)
+    n, dim = args.rss_items, args.rss_dim
+    rng = np.random.default_rng(0)
+    vec = rng.normal(size=(n, dim)).astype(np.float32)
+    vec /= np.linalg.norm(vec, axis=1, keepdims=True)
+    emb = pa.FixedSizeListArray.from_arrays(pa.array(vec.reshape(-1)), dim).cast(pa.list_(pa.float32()))
+    del vec
+    out = {"items": n, "dim": dim, "index_key": args.rss_index_key, "code_tree": args.code_tree or str(REPO), "shards": {}}
+    for shards in args.rss_shards:
+        base = root / f"shards{shards}"
+        env = {**os.environ, "MER_ROOT": str(base), "MER_INDEX__SHARDS": str(shards), "MER_INDEX__BUILD_WORKERS": "1",
+               "MER_INDEX__INDEX_KEY": args.rss_index_key, "MER_INDEX__SERVING_MODULE": "tests.item_tower_fixture",
+               "MER_INDEX__RECALL_QUERIES": "200", "PYTHONPATH": os.pathsep.join([args.code_tree or str(REPO), str(REPO)])}
+        if args.code_tree:  # a tree from before the config held it reads the serving module from here
+            env["MER_SERVING_MODULE"] = env["MER_INDEX__SERVING_MODULE"]
+        cfg = load_config(root=base)
+        fx.make_models(cfg, DS, dim=dim)  # the user tower the tuning queries come from
+        version = fx.load_item_encoder(fx.model_dir(cfg, DS, "dcm")).model_version
+        table = pa.table({"model_version": [version] * n, "item_id": np.arange(n, dtype=np.int64) * 7 + 1, "embedding": emb},
+                         schema=ITEM_EMBEDDINGS)
+        write_bucketed(cfg.table("item_embeddings"), DS, table, shards)
+        del table
+        write_json_atomic(cfg.run_dir(DS) / "item_inference.json", {"versions": {"dcm": version}})
+        runs = children_peak_rss([[sys.executable, "-c", SHARD_TASK, t, DS] for t in ["floor", *map(str, range(shards))]], env, base)
+        floor = runs[0][0]
+        tasks = []
+        for s, (peak, secs) in enumerate(runs[1:]):
+            tasks.append({"shard": s, "peak_rss_mb": round(peak / 2**20, 1), "above_floor_mb": round((peak - floor) / 2**20, 1),
+                          "seconds": round(secs, 1)})
+            print(f"shards={shards} shard={s}: peak RSS {peak / 2**20:8.1f} MiB ({(peak - floor) / 2**20:7.1f} above the "
+                  f"{floor / 2**20:.0f} MiB import floor), {secs:.1f} s", flush=True)
+        out["shards"][shards] = {"floor_mb": round(floor / 2**20, 1), "tasks": tasks,
+                                 "max_peak_rss_mb": max(t["peak_rss_mb"] for t in tasks),
+                                 "max_above_floor_mb": max(t["above_floor_mb"] for t in tasks)}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root", default="/tmp/mer_scale")
@@ -105,12 +200,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shuffle-partitions", type=int, default=16)
     p.add_argument("--driver-memory", default="8g")
     p.add_argument("--keep", action="store_true", help="keep the data root afterwards")
+    p.add_argument("--shard-rss", action="store_true", help="only the peak RSS per build-index shard task")
+    p.add_argument("--rss-items", type=int, default=400_000)
+    p.add_argument("--rss-dim", type=int, default=64)
+    p.add_argument("--rss-shards", type=int, nargs="+", default=[2, 4])
+    p.add_argument("--rss-index-key", default="IVF256,Flat", help="small nlist: k-means training stays seconds")
+    p.add_argument("--code-tree", default=None, help="run the shard tasks with the mer package of this folder")
     args = p.parse_args(argv)
 
     root = Path(args.root)
     if root.exists():
         shutil.rmtree(root)
     root.mkdir(parents=True)
+    if args.shard_rss:
+        res = shard_rss(args)
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+        print(json.dumps({"bench": "scale-shard-rss", **res}))
+        return 0
     configure(root, args)
 
     from mer.base.config import load_config
