@@ -50,6 +50,25 @@ def test_inference_matches_eager_tower(cfg, spark, towers_env):
 
 
 @pytest.mark.spark
+def test_stage_fails_when_spark_rows_disagree_with_eager_tower(cfg, spark, towers_env):
+    from mer.stages.spark_jobs.item_inference import run
+
+    fx.make_models(cfg, DS)
+    cfg.train = cfg.train.model_copy(update={"embed_dim": 16})
+    fx.write_item_features(cfg, DS, n=200)
+    run(cfg, DS)  # the honest tower's partition
+    before = read_partition(cfg.table("item_embeddings"), DS)
+
+    cfg.index.serving_module = "tests.corrupt_tower_fixture"
+    with pytest.raises(GateError, match=r"item inference parity failed over 200 sampled items, index.parity_tolerance=0.0001: "
+                                        r"model dcm \(model_version dcm-2026-01-15-fx\): max \|spark - eager\| = 0.01; "
+                                        r"model cr \(model_version cr-2026-01-15-fx\): max \|spark - eager\| = 0.01$"):
+        run(cfg, DS)
+    # The disagreeing rows never replaced the partition.
+    assert read_partition(cfg.table("item_embeddings"), DS).equals(before)
+
+
+@pytest.mark.spark
 def test_inference_without_snapshot_names_table(cfg, spark, towers_env):
     from mer.stages.spark_jobs.item_inference import run
 
