@@ -243,15 +243,34 @@ def query(
         query_user(cfg, user, k=k, ds=ds)
 
 
+SqlFormat = _choices("SqlFormat", ("table", "csv", "json"))
+
+
 @app.command()
 def sql(
     statement: Annotated[str, typer.Argument(help="SQL over the produced tables (DuckDB)")],
     root: RootOpt = None,
+    fmt: Annotated[SqlFormat, typer.Option("--format", help="table, csv, or json (JSON Lines: one object per row)")] = "table",
+    max_rows: Annotated[Optional[int], typer.Option(
+        "--max-rows", help="rows to print (default 1000 for table, all for csv/json; 0 = all)")] = None,
 ) -> None:
-    """Query any produced table with DuckDB, e.g. mer sql "SELECT count(*) FROM cr_triples"."""
+    """Query any produced table with DuckDB, e.g. mer sql "SELECT count(*) FROM mer.cr_triples_latest".
+
+    Views: mer.<table> (also bare), raw.<table>, <table>_latest (newest ds only), kept in <root>/views.duckdb."""
     from mer.app.sql import run
 
-    run(_cfg(root), statement)
+    run(_cfg(root), statement, fmt=_value(fmt), max_rows=max_rows)
+
+
+@app.command()
+def tables(
+    name: Annotated[Optional[str], typer.Argument(help="one table: its columns, types and meanings")] = None,
+    root: RootOpt = None,
+) -> None:
+    """The tables: partitions, newest ds and its row count, what each holds; `mer tables <name>` for columns."""
+    from mer.app.sql import print_tables
+
+    print_tables(_cfg(root), name)
 
 
 @app.command()

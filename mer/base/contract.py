@@ -12,6 +12,7 @@ import pyarrow as pa
 TS = pa.timestamp("us")
 
 # ---------------------------------------------------------------- raw input contract
+# What each column means: DESCRIPTIONS (below the tables).
 ACTIONS = ("impression", "click", "save", "hide")
 POSITIVE_ACTIONS = ("click", "save")
 NEGATIVE_ACTIONS = ("hide",)
@@ -35,7 +36,7 @@ SOURCE_INTEREST_LOG = pa.schema(
         ("request_id", pa.string()),
         ("item_id", pa.int64()),
         ("retriever", pa.string()),
-        ("source_interest_id", pa.int64()),  # nullable: only the followed-topic retriever sets it
+        ("source_interest_id", pa.int64()),
     ]
 )
 
@@ -50,7 +51,7 @@ USER_FOLLOWS = pa.schema(
 ITEM_FEATURES = pa.schema(
     [
         ("item_id", pa.int64()),
-        ("pretrained_embedding", pa.list_(pa.float32())),  # fixed length per dataset; null = missing
+        ("pretrained_embedding", pa.list_(pa.float32())),
         ("category_id", pa.int64()),
         ("creator_id", pa.int64()),
         ("topic_ids", pa.list_(pa.int64())),
@@ -81,7 +82,7 @@ QUARANTINE = pa.schema(
     [
         ("source_table", pa.string()),
         ("source_ds", pa.string()),
-        ("reason", pa.string()),  # e.g. null_id, unknown_item, unknown_action, ts_outside_ds, duplicate_event_id
+        ("reason", pa.string()),
         ("column", pa.string()),
         ("row_json", pa.string()),
     ]
@@ -89,7 +90,7 @@ QUARANTINE = pa.schema(
 
 CR_TRIPLES = pa.schema(
     [
-        ("condition_id", pa.int64()),  # source_interest_id logged at serving time
+        ("condition_id", pa.int64()),
         ("user_id", pa.int64()),
         ("item_id", pa.int64()),
         ("event_ts", TS),
@@ -103,17 +104,17 @@ TRAINING_EXAMPLES = pa.schema(
     [
         ("event_id", pa.string()),
         ("user_id", pa.int64()),
-        ("item_id", pa.int64()),  # the target (positive engagement)
+        ("item_id", pa.int64()),
         ("event_ts", TS),
         ("action", pa.string()),
         ("event_date", pa.string()),
-        ("hist_item_ids", pa.list_(pa.int64())),  # last N engaged items strictly before event_ts, oldest first
+        ("hist_item_ids", pa.list_(pa.int64())),
         ("hist_actions", pa.list_(pa.string())),
         ("hist_ts", pa.list_(TS)),
-        ("hist_valid", pa.list_(pa.bool_())),  # item has valid features AND action is not negative
-        ("condition_id", pa.int64()),  # nullable: source interest when a followed-topic retriever served it
-        ("segment", pa.string()),  # core | non_core
-        ("split", pa.string()),  # train | val (the day before the eval day) | eval
+        ("hist_valid", pa.list_(pa.bool_())),
+        ("condition_id", pa.int64()),
+        ("segment", pa.string()),
+        ("split", pa.string()),
     ]
 )
 
@@ -121,7 +122,7 @@ ITEM_FREQUENCY = pa.schema(
     [
         ("item_id", pa.int64()),
         ("count", pa.int64()),
-        ("prob", pa.float64()),  # count / total positives in the train split (logQ correction)
+        ("prob", pa.float64()),
     ]
 )
 
@@ -137,8 +138,8 @@ ITEM_NEIGHBORS = pa.schema(
     [
         ("item_id", pa.int64()),
         ("neighbor_id", pa.int64()),
-        ("score", pa.float64()),  # cosine co-engagement over train-split users: c(i,j) / sqrt(n_i * n_j)
-        ("rank", pa.int64()),  # 1 = best neighbour of item_id (top build.neighbors_top_m kept)
+        ("score", pa.float64()),
+        ("rank", pa.int64()),
     ]
 )
 
@@ -159,8 +160,8 @@ EVAL_METRICS = pa.schema(
     [
         ("model", pa.string()),
         ("variant", pa.string()),
-        ("split", pa.string()),  # val (the day before ds: early stopping, bless) | eval (ds, scored once)
-        ("metric", pa.string()),  # hr@K, hr_novel@K (target not in the user's history), filtered_hr@K, ...
+        ("split", pa.string()),
+        ("metric", pa.string()),
         ("segment", pa.string()),
         ("value", pa.float64()),
     ]
@@ -168,29 +169,29 @@ EVAL_METRICS = pa.schema(
 
 EVAL_INTERVALS = pa.schema(
     [
-        ("name", pa.string()),  # the model's artifact name (cr = CR with the source association, itemknn-sum, ...)
+        ("name", pa.string()),
         ("model", pa.string()),
         ("variant", pa.string()),
-        ("reference", pa.string()),  # single | best_baseline
-        ("reference_model", pa.string()),  # the model that reference names (best_baseline: picked on the val day)
+        ("reference", pa.string()),
+        ("reference_model", pa.string()),
         ("metric", pa.string()),
-        ("records", pa.string()),  # all | novel
+        ("records", pa.string()),
         ("segment", pa.string()),
-        ("n", pa.int64()),  # eval records both models were scored on
+        ("n", pa.int64()),
         ("value", pa.float64()),
         ("reference_value", pa.float64()),
-        ("ratio", pa.float64()),  # value / reference_value
-        ("lo", pa.float64()),  # paired bootstrap 95% interval of the ratio
+        ("ratio", pa.float64()),
+        ("lo", pa.float64()),
         ("hi", pa.float64()),
     ]
 )
 
 TUNE_TRIALS = pa.schema(
     [
-        ("model", pa.string()),  # artifact name (dcm, cr, cr-item, ...)
+        ("model", pa.string()),
         ("trial", pa.int64()),
-        ("params", pa.string()),  # JSON of the sampled settings (mer/base/config.py TrainConfig names)
-        ("val_hr_at_100", pa.float64()),  # best validation-day HR@100 of the trial (the objective)
+        ("params", pa.string()),
+        ("val_hr_at_100", pa.float64()),
         ("steps", pa.int64()),
         ("seconds", pa.float64()),
     ]
@@ -227,6 +228,154 @@ WRITTEN_BY: dict[str, str] = {
     "eval_intervals": "mer evaluate",
     "tune_trials": "mer tune",
 }
+
+
+# ---------------------------------------------------------------- what each table and column means
+# Shown by `mer tables` and rendered into README.md by scripts/schema_md.py; a test requires a
+# non-empty entry for every column of every table above.
+TABLE_DESCRIPTIONS: dict[str, str] = {
+    "engagement_log": "One row per user action on an item (impressions included); partition = event day.",
+    "source_interest_log": "Which retriever served each (request, item); partition = serving day.",
+    "user_follows": "Topics each user follows; daily snapshot.",
+    "item_features": "Catalog features per item; daily snapshot.",
+    "topics": "Topic names; daily snapshot.",
+    "clean_engagement_log": "engagement_log rows of the run's window that passed validation (`mer validate`).",
+    "clean_source_interest_log": "source_interest_log rows of the run's window that passed validation.",
+    "quarantine": "Raw rows rejected by validation, with the reason.",
+    "cr_triples": "Positive engagements served by a followed topic: (condition, user, item) for the CR model.",
+    "training_examples": "One row per positive engagement of the window with the user's history before it.",
+    "item_frequency": "Positives per item over the train split (logQ sampling correction).",
+    "eval_corpus": "The items with the most positives before the eval day: the candidate set scored in evaluation.",
+    "item_neighbors": "Item-kNN over the train split (the itemknn baseline).",
+    "item_embeddings": "Item tower output per blessed model (Spark inference); input of the index build.",
+    "eval_metrics": "Offline retrieval metrics per model, variant, split and segment (`mer evaluate`).",
+    "eval_intervals": "Each model's metric relative to a reference model with a paired bootstrap interval.",
+    "tune_trials": "Hyper-parameter search trials (`mer tune`).",
+}
+
+_EVENT_DATE = "the event's UTC day (YYYY-MM-DD; DATE in the SQL views)"
+_CLEAN_EVENT_DATE = _EVENT_DATE + "; for source_interest_log the serving day (its raw partition)"
+
+DESCRIPTIONS: dict[str, dict[str, str]] = {
+    "engagement_log": {
+        "event_id": "unique id of the event (duplicates are quarantined)",
+        "event_ts": "when the action happened (UTC)",
+        "user_id": "the acting user",
+        "item_id": "the item acted on",
+        "action": "impression | click | save | hide (click and save are positives, hide is negative)",
+        "request_id": "the serving request that showed the item; joins source_interest_log",
+        "surface": "home_feed | search | related",
+    },
+    "source_interest_log": {
+        "request_id": "the serving request",
+        "item_id": "an item the request returned",
+        "retriever": "followed_topic | collaborative | popular | fresh",
+        "source_interest_id": "the followed topic that retrieved the item; null unless retriever = followed_topic",
+    },
+    "user_follows": {
+        "user_id": "the follower",
+        "topic_id": "the followed topic (topics.topic_id)",
+        "followed_ts": "when the user followed it (UTC)",
+    },
+    "item_features": {
+        "item_id": "the item",
+        "pretrained_embedding": "content embedding; the same length for every item of a dataset, null = missing",
+        "category_id": "the item's category",
+        "creator_id": "who made the item",
+        "topic_ids": "the item's topics (topics.topic_id)",
+        "topic_scores": "how strongly the item belongs to each of topic_ids, same order",
+    },
+    "topics": {
+        "topic_id": "the topic",
+        "name": "human-readable topic name",
+    },
+    "quarantine": {
+        "source_table": "the raw table the rejected row came from",
+        "source_ds": "the raw partition it came from (DATE in the SQL views)",
+        "reason": "why it was rejected: null_id, unknown_item, unknown_action, ts_outside_ds, duplicate_event_id, ...",
+        "column": "the offending column (`bad_column` in the SQL views: `column` is a reserved word)",
+        "row_json": "the whole rejected row as JSON",
+    },
+    "cr_triples": {
+        "condition_id": "the followed topic (source_interest_id) that served the item at serving time",
+        "user_id": "the engaging user",
+        "item_id": "the engaged item",
+        "event_ts": "when the positive engagement happened (UTC)",
+        "action": "click | save",
+        "request_id": "the serving request",
+        "event_date": _EVENT_DATE,
+    },
+    "training_examples": {
+        "event_id": "the positive engagement this example is built from",
+        "user_id": "the user",
+        "item_id": "the target item (the positive engagement)",
+        "event_ts": "when it happened (UTC)",
+        "action": "click | save",
+        "event_date": _EVENT_DATE,
+        "hist_item_ids": "the user's last history_len engaged items strictly before event_ts, oldest first",
+        "hist_actions": "the action of each hist_item_ids entry (click | save | hide)",
+        "hist_ts": "the time of each hist_item_ids entry (UTC)",
+        "hist_valid": "per history entry: the item has usable features AND the action is not negative",
+        "condition_id": "the source interest when a followed-topic retriever served the target; else null",
+        "segment": "core (the user's train-day saves exceed 4 per 28 days, scaled) | non_core",
+        "split": "train | val (the day(s) before the eval day) | eval (the run's ds)",
+    },
+    "item_frequency": {
+        "item_id": "the item",
+        "count": "positives of the item in the train split",
+        "prob": "count / total positives in the train split (logQ correction)",
+    },
+    "eval_corpus": {
+        "item_id": "a candidate item of the evaluation",
+        "rank": "1 = the item with the most positives before the eval day (ties by item_id)",
+        "count": "its positives before the eval day",
+    },
+    "item_neighbors": {
+        "item_id": "the item",
+        "neighbor_id": "a neighbouring item",
+        "score": "cosine co-engagement over train-split users: c(i,j) / sqrt(n_i * n_j)",
+        "rank": "1 = best neighbour of item_id (the top build.neighbors_top_m are kept)",
+    },
+    "item_embeddings": {
+        "model_version": "the model artifact that produced the embedding",
+        "item_id": "the item",
+        "embedding": "the item tower's output vector",
+    },
+    "eval_metrics": {
+        "model": "model name (rows with model _eval hold evaluation-wide counts; the SQL views drop them)",
+        "variant": "model variant",
+        "split": "val (the day before ds: early stopping, bless) | eval (ds, scored once)",
+        "metric": "hr@K, hr_novel@K (target not in the user's history), filtered_hr@K, ...",
+        "segment": "all | core | non_core",
+        "value": "the metric's value",
+    },
+    "eval_intervals": {
+        "name": "the model's artifact name (cr = CR with the source association, itemknn-sum, ...)",
+        "model": "model name",
+        "variant": "model variant",
+        "reference": "single | best_baseline",
+        "reference_model": "the model the reference names (best_baseline: picked on the val day)",
+        "metric": "the metric compared (hr@K, ...)",
+        "records": "all | novel (target not in the user's history)",
+        "segment": "all | core | non_core",
+        "n": "eval records both models were scored on",
+        "value": "the model's metric value",
+        "reference_value": "the reference model's metric value",
+        "ratio": "value / reference_value",
+        "lo": "lower end of the paired bootstrap 95% interval of ratio",
+        "hi": "upper end of the paired bootstrap 95% interval of ratio",
+    },
+    "tune_trials": {
+        "model": "artifact name (dcm, cr, cr-item, ...)",
+        "trial": "trial number",
+        "params": "JSON of the sampled settings (mer/base/config.py TrainConfig names)",
+        "val_hr_at_100": "best validation-day HR@100 of the trial (the objective)",
+        "steps": "training steps the trial ran",
+        "seconds": "wall-clock seconds the trial took",
+    },
+}
+DESCRIPTIONS["clean_engagement_log"] = {**DESCRIPTIONS["engagement_log"], "event_date": _EVENT_DATE}
+DESCRIPTIONS["clean_source_interest_log"] = {**DESCRIPTIONS["source_interest_log"], "event_date": _CLEAN_EVENT_DATE}
 
 
 def missing_partition(table: str, ds: str | list[str], where: object) -> str:
