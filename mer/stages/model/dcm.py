@@ -83,6 +83,8 @@ def route(e: torch.Tensor, c: torch.Tensor, item_mask: torch.Tensor, active: tor
 
 class DCMTower(nn.Module):
     association = "argmax"  # Eq 8
+    # Empty and duplicate clusters come out with zero importance: scoring and serving skip them.
+    zero_importance_is_empty = True
     # Ablations: plain FPI (Eq 5), soft routing (Eq 1), fewer interests than train.k_im.
     SPECS: ClassVar[dict[str | None, TowerSpec]] = {None: TowerSpec(multi_interest=True),
              "no-vafpi": TowerSpec(multi_interest=True, overrides={"va_fpi": False}),

@@ -33,8 +33,9 @@ def encode_users(net, inputs: tuple[torch.Tensor, ...], chunk: int = 1024) -> tu
 
 
 def active_of(net, importance: torch.Tensor) -> torch.Tensor:
-    """Which embeddings are real: DCM marks empty / duplicate clusters with zero importance."""
-    if net.c.model in ("dcm",):
+    """Which embeddings are real: a tower that declares ``zero_importance_is_empty`` (DCM: empty / duplicate
+    clusters) marks the others with zero importance; every user keeps at least its first embedding."""
+    if getattr(net.user, "zero_importance_is_empty", False):
         act = importance > 0
         act[:, 0] |= ~act.any(1)
         return act
