@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install ui bench clean
+.PHONY: demo test install ui bench clean sql-server
 
 $(STAMP): pyproject.toml constraints.txt
 	@scripts/check_java.sh
@@ -31,6 +31,11 @@ test: $(STAMP)
 
 ui: $(STAMP)
 	scripts/airflow_ui.sh
+
+# Analyst SQL until Ctrl-C: Spark Connect sc://127.0.0.1:15002 and Thrift JDBC jdbc:hive2://127.0.0.1:10000
+sql-server: $(STAMP)
+	@scripts/check_java.sh
+	$(BIN)/mer serve-sql
 
 bench: $(STAMP)
 	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

@@ -215,13 +215,18 @@ def test_second_mer_sql_works_while_another_holds_the_file(tiny):
 
 # ---------------------------------------------------------------- Spark
 def test_spark_catalog_registers_every_table(built_small, spark):
-    from mer.stages.spark_jobs.catalog import register_tables
+    from pyspark.sql.types import DateType
+
+    from mer.stages.spark_jobs.catalog import sync_catalog
 
     cfg, _ = built_small
-    names = register_tables(spark, cfg)
-    assert {"mer.cr_triples", "mer.training_examples", "mer.quarantine", "raw.engagement_log",
-            "mer.engagement_log"} <= set(names)
+    done = sync_catalog(spark, cfg)
+    assert {"mer.cr_triples", "mer.cr_triples_latest", "mer.training_examples", "mer.quarantine",
+            "raw.engagement_log", "mer.engagement_log"} <= set(done["views"])
     assert spark.sql("SELECT count(*) AS n FROM mer.cr_triples").first()["n"] == 6
-    row = spark.sql(f"SELECT count(*) AS n FROM mer.training_examples WHERE ds = '{DS}' AND split = 'eval'").first()
+    row = spark.sql(f"SELECT count(*) AS n FROM mer.training_examples WHERE ds = DATE'{DS}' AND split = 'eval'").first()
     assert row["n"] == 3
     assert spark.sql("SELECT count(*) AS n FROM raw.engagement_log").first()["n"] == 12
+    assert isinstance(spark.table("mer.cr_triples_latest").schema["ds"].dataType, DateType)
+    # idempotent: a second sync re-creates nothing
+    assert sync_catalog(spark, cfg)["new_tables"] == []

@@ -273,6 +273,25 @@ def tables(
     print_tables(_cfg(root), name)
 
 
+@app.command("serve-sql")
+def serve_sql(
+    connect_port: Annotated[int, typer.Option("--connect-port", help="Spark Connect port (notebooks)")] = 15002,
+    thrift_port: Annotated[int, typer.Option("--thrift-port", help="Thrift JDBC port (beeline, BI tools)")] = 10000,
+    host: Annotated[str, typer.Option("--host", help="bind address; no authentication, so keep it local")] = "127.0.0.1",
+    register_only: Annotated[bool, typer.Option("--register-only", help="register every table, then exit")] = False,
+    root: RootOpt = None,
+) -> None:
+    """Spark SQL over the persistent metastore: Spark Connect and Thrift JDBC in one process until Ctrl-C."""
+    from mer.app.sql_server import register_only as register
+    from mer.app.sql_server import serve
+
+    cfg = _cfg(root)
+    if register_only:
+        _emit(register(cfg))
+    else:
+        serve(cfg, host=host, connect_port=connect_port, thrift_port=thrift_port)
+
+
 @app.command()
 def demo(ds: DsOpt = None, root: RootOpt = None) -> None:
     """The main job: generate logs if absent, start a local S3 endpoint, run the whole DAG."""

@@ -1,22 +1,54 @@
-"""Analyst access from Spark: every raw and warehouse table as an external Parquet table.
+"""Analyst access from Spark SQL: every raw and warehouse table, registered in a catalog.
 
-``register_tables(spark, cfg)`` creates databases ``mer`` (every table, raw and warehouse) and
-``raw`` (raw tables only) and registers each table folder that has at least one ``ds=``
-partition, so ``spark.sql("SELECT count(*) FROM mer.cr_triples")`` works in any session.
-The catalog is Spark's in-memory one (no Hive metastore), so each session registers again:
-the jobs do it when they finish, analysts call ``analyst_session(cfg)``. Tables are external
-(LOCATION), so dropping a registration never deletes data; ``ds`` stays a string.
+``sync_catalog(spark, cfg)`` makes any session's catalog match the data root, idempotently:
+
+* storage tables: one external partitioned Parquet table per table folder (LOCATION, so dropping a
+  registration never deletes data), ``mer_files.<table>`` for warehouse tables and ``raw_files.<table>``
+  for raw input; partitions are synced from the ``ds=`` folders;
+* what people query, the analyst views of mer.base.contract (DATE columns, renamed reserved words,
+  no pseudo rows): ``mer.<table>`` and ``mer.<table>_latest`` (newest ds only) for every table
+  (raw ones when the name is free, as in ``mer sql``), ``raw.<table>`` / ``raw.<table>_latest``.
+
+Which catalog: the persistent Hive metastore of ``mer serve-sql`` (mer/app/sql_server.py; embedded
+Derby under the data root, single-JVM). While that server runs it is the only process that may open
+Derby, so it writes ``<root>/serve-sql.json`` and ``register_tables`` (called by the Spark jobs when
+they finish) syncs THROUGH it with a Spark Connect client. With no server running the jobs leave the
+metastore alone (opening Derby costs a JVM-side Hive start-up per job, and would fail on the lock of a
+server of another process): the server syncs everything when it starts, and ``mer serve-sql
+--register-only`` syncs on demand. A registration failure never fails a job: it becomes a warning in
+the job summary, since the data itself is written and committed.
 """
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 from mer.base.config import MerConfig
-from mer.base.io import list_partitions, list_tables
+from mer.base.contract import analyst_view_sql
+from mer.base.io import list_partitions, list_tables, read_json
+
+SERVER_FILE = "serve-sql.json"  # under the data root while `mer serve-sql` serves it
+STORAGE_DB = {"mer": "mer_files", "raw": "raw_files"}
 
 
-def _ddl(spark, path: Path) -> str:
-    """Column list of the newest partition's files (read from a footer, no Spark job), plus ``ds``."""
+def server_file(cfg: MerConfig) -> Path:
+    return cfg.root / SERVER_FILE
+
+
+def running_server(cfg: MerConfig) -> dict | None:
+    """The ``mer serve-sql`` serving this root (its serve-sql.json), if its Connect port answers.
+
+    A file left behind by a killed server points at a closed port and reads as no server."""
+    try:
+        info = read_json(server_file(cfg))
+        with socket.create_connection((info["host"], int(info["connect_port"])), timeout=1):
+            return info
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _columns(spark, path: Path) -> list[tuple[str, str]]:
+    """(name, Spark type) of the newest partition's files (read from a footer, no Spark job), plus ``ds``."""
     import pyarrow.parquet as pq
 
     from mer.stages.spark_jobs.warehouse import spark_type
@@ -24,39 +56,101 @@ def _ddl(spark, path: Path) -> str:
     newest = path / f"ds={list_partitions(path)[-1]}"
     schema = pq.read_schema(sorted(newest.glob("*.parquet"))[0])
     try:
-        cols = [f"`{f.name}` {spark_type(f.type).simpleString()}" for f in schema if f.name != "ds"]
+        cols = [(f.name, spark_type(f.type).simpleString()) for f in schema if f.name != "ds"]
     except TypeError:  # a type the contract never uses: let Spark say what it is
-        cols = [f"`{f.name}` {f.dataType.simpleString()}" for f in spark.read.parquet(str(newest)).schema.fields
+        cols = [(f.name, f.dataType.simpleString()) for f in spark.read.parquet(str(newest)).schema.fields
                 if f.name != "ds"]
-    return ", ".join(cols + ["`ds` string"])
+    return cols + [("ds", "string")]
 
 
-def register_tables(spark, cfg: MerConfig) -> list[str]:
-    """(Re)register every table that has data; returns the qualified names."""
-    names: list[str] = []
+def _targets(cfg: MerConfig) -> list[tuple[str, str, Path]]:
+    """(analyst database, table, folder); raw tables also go under ``mer`` when no warehouse table has the name."""
     raw, warehouse = list_tables(cfg.raw_dir), list_tables(cfg.warehouse_dir)
-    spark.sql("CREATE DATABASE IF NOT EXISTS mer")
-    spark.sql("CREATE DATABASE IF NOT EXISTS raw")
-    targets = [("raw", n, p) for n, p in raw.items()] + [("mer", n, p) for n, p in raw.items() if n not in warehouse]
-    targets += [("mer", n, p) for n, p in warehouse.items()]
-    for db, name, path in targets:
-        qualified = f"{db}.{name}"
-        location = str(path).replace("'", "\\'")
-        spark.sql(f"DROP TABLE IF EXISTS {qualified}")
-        spark.sql(
-            f"CREATE TABLE {qualified} ({_ddl(spark, path)}) USING parquet PARTITIONED BY (ds) LOCATION '{location}'"
-        )
-        spark.sql(f"ALTER TABLE {qualified} RECOVER PARTITIONS")
-        names.append(qualified)
-    return names
+    targets = [("raw", n, p) for n, p in raw.items()] + [("mer", n, p) for n, p in warehouse.items()]
+    return targets + [("mer", n, p) for n, p in raw.items() if n not in warehouse]
+
+
+def _existing_columns(spark, qualified: str) -> list[tuple[str, str]] | None:
+    if not spark.catalog.tableExists(qualified):
+        return None
+    return [(f.name, f.dataType.simpleString()) for f in spark.table(qualified).schema.fields]
+
+
+def sync_catalog(spark, cfg: MerConfig) -> dict:
+    """Register every table folder of ``cfg.root`` in ``spark``'s catalog (any session: the Hive one of
+    the server, a Spark Connect client of it, or a plain in-memory one). Idempotent; a table whose
+    columns changed is re-created (external, so only its registration goes). Returns what it did."""
+    for db in ("mer", "raw", *STORAGE_DB.values()):
+        spark.sql(f"CREATE DATABASE IF NOT EXISTS {db}")
+    views: list[str] = []
+    new_tables: list[str] = []
+    storage_done: dict[Path, tuple[str, list[str]]] = {}  # a raw table is both raw.<t> and mer.<t>
+    for db, name, path in _targets(cfg):
+        if path not in storage_done:
+            storage = f"{STORAGE_DB[db]}.{name}"
+            cols = _columns(spark, path)
+            existing = _existing_columns(spark, storage)
+            if existing != cols:
+                location = str(path).replace("\\", "\\\\").replace("'", "\\'")
+                spark.sql(f"DROP TABLE IF EXISTS {storage}")
+                ddl = ", ".join(f"`{c}` {t}" for c, t in cols)
+                spark.sql(f"CREATE TABLE {storage} ({ddl}) USING parquet PARTITIONED BY (ds) LOCATION '{location}'")
+                new_tables.append(storage)
+            # adds the new ds= folders and drops the deleted ones (retention), from one listing
+            spark.sql(f"MSCK REPAIR TABLE {storage} SYNC PARTITIONS")
+            storage_done[path] = (storage, [c for c, _ in cols])
+        storage, columns = storage_done[path]
+        for suffix, latest in (("", False), ("_latest", True)):
+            view = f"{db}.{name}{suffix}"
+            body = analyst_view_sql(name, columns, storage, quote="`", latest=latest)
+            spark.sql(f"CREATE OR REPLACE VIEW {view} AS {body}")
+            views.append(view)
+    return {"views": views, "new_tables": new_tables}
+
+
+def register_tables(spark, cfg: MerConfig) -> str:
+    """Called by the Spark jobs when they finish: sync the running SQL server's metastore, if any.
+
+    ``spark`` (the job's session, in-memory catalog) is not used for the metastore: its catalog dies
+    with the job. Returns one line for the job summary; never raises (the job's data is committed)."""
+    server = running_server(cfg)
+    if server is None:
+        return f"no `mer serve-sql` serves {cfg.root}; it registers every table when it starts"
+    try:
+        done = sync_through_server(cfg, server)
+    except Exception as err:  # noqa: BLE001 - any client/server failure is a warning, never a failed job
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        return f"warning: tables not registered in the SQL server at {server['connect']}: {first}"
+    return f"registered in {server['connect']}: {len(done['views'])} views, {len(done['new_tables'])} new tables"
+
+
+def sync_through_server(cfg: MerConfig, server: dict) -> dict:
+    """``sync_catalog`` over a Spark Connect client of the running server (it alone holds Derby)."""
+    # The Connect builder, not SparkSession.builder.remote(): the latter exports SPARK_CONNECT_MODE_ENABLED,
+    # which would turn every later classic session of this process (the job's, the tests') into a client.
+    from pyspark.sql.connect.session import SparkSession as ConnectSession
+
+    client = ConnectSession.builder.remote(server["connect"]).create()
+    try:
+        return sync_catalog(client, cfg)
+    finally:
+        client.stop()
 
 
 def analyst_session(cfg: MerConfig | None = None):
-    """A Spark session with every table registered: ``analyst_session().sql("SELECT ... FROM mer.cr_triples")``."""
+    """A session that sees every table: ``analyst_session().sql("SELECT ... FROM mer.cr_triples")``.
+
+    A Spark Connect client of the running ``mer serve-sql`` when there is one (nothing to register);
+    otherwise a local session that registers every table in its in-memory catalog first."""
     from mer.base.config import load_config
     from mer.stages.spark_jobs.session import get_spark
 
     cfg = cfg or load_config()
+    server = running_server(cfg)
+    if server is not None:
+        from pyspark.sql.connect.session import SparkSession as ConnectSession
+
+        return ConnectSession.builder.remote(server["connect"]).create()
     spark = get_spark(cfg, "mer-analyst")
-    register_tables(spark, cfg)
+    sync_catalog(spark, cfg)
     return spark

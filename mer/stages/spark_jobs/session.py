@@ -24,12 +24,25 @@ def project_defaults(cfg: MerConfig) -> dict[str, str]:
     }
 
 
-def get_spark(cfg: MerConfig, app_name: str = "mer"):
+def hive_defaults(cfg: MerConfig) -> dict[str, str]:
+    """The persistent Hive metastore of ``mer serve-sql``: embedded Derby under the data root (bundled in the
+    pyspark wheel; one JVM at a time). A launcher conf wins, e.g. ``--conf
+    spark.hadoop.javax.jdo.option.ConnectionURL=jdbc:postgresql://...`` for a shared metastore."""
+    db = str(cfg.root / "metastore_db")
+    return {
+        "spark.sql.catalogImplementation": "hive",
+        "spark.hadoop.javax.jdo.option.ConnectionURL": f"jdbc:derby:;databaseName={db};create=true",
+    }
+
+
+def get_spark(cfg: MerConfig, app_name: str = "mer", *, hive: bool = False, extra: dict[str, str] | None = None):
     """The session, with the project defaults filling in only what the launcher left unset.
 
     ``SparkSession.builder.config`` overrides everything, ``spark-submit --conf`` included, so each
     default is set only when the driver JVM's conf (spark-submit's --master/--conf, spark-defaults.conf,
     PYSPARK_SUBMIT_ARGS, all visible as ``SparkConf()`` once the JVM runs) does not already hold the key.
+    ``hive``: the persistent metastore (hive_defaults), only for the SQL server and registration, so the
+    jobs and tests pay no Derby start-up. ``extra``: more defaults of the same kind (the server's ports).
     """
     from pyspark import SparkConf, SparkContext
     from pyspark.sql import SparkSession
@@ -50,7 +63,14 @@ def get_spark(cfg: MerConfig, app_name: str = "mer"):
     SparkContext._ensure_initialized(conf=launch)
     preset = SparkConf()  # loadDefaults: the JVM's spark.* properties, i.e. what the launcher was given
     builder = SparkSession.builder
-    for key, value in project_defaults(cfg).items():
+    defaults = project_defaults(cfg) | (hive_defaults(cfg) if hive else {}) | (extra or {})
+    if hive:
+        # Derby writes derby.log (and resolves relative paths) in the JVM's working directory unless told:
+        # keep both under the root. System properties, read when Derby boots at the first metastore call.
+        system = SparkContext._jvm.java.lang.System
+        system.setProperty("derby.system.home", str(cfg.root))
+        system.setProperty("derby.stream.error.file", str(cfg.root / "derby.log"))
+    for key, value in defaults.items():
         if not preset.contains(key):
             builder = builder.config(key, value)
     spark = builder.getOrCreate()

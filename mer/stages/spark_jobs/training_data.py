@@ -298,6 +298,6 @@ def run(cfg: MerConfig, ds: str) -> dict:
     summary.update(build(spark, cfg, ds, events, source_interest, items))
     if summary["training_examples"] == 0:
         raise ContractError(f"table clean_engagement_log ds={ds}: no positive engagements in the window; nothing to train on")
-    catalog.register_tables(spark, cfg)
+    summary["catalog"] = catalog.register_tables(spark, cfg)  # one line; a failure is a warning, not a failed job
     summary["seconds"] = round(time.perf_counter() - t0, 2)
     return summary

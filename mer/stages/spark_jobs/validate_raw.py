@@ -255,7 +255,7 @@ def run(cfg: MerConfig, ds: str) -> dict:
         "seconds": round(time.perf_counter() - t0, 2),
     }
     write_json_atomic(cfg.quality_dir / f"ds={ds}" / "validation.json", summary)
-    catalog.register_tables(spark, cfg)
+    summary["catalog"] = catalog.register_tables(spark, cfg)  # one line; a failure is a warning, not a failed job
     if failures:
         raise DataQualityError("; ".join(failures))
     return summary
