@@ -221,6 +221,7 @@ def test_spark_catalog_registers_every_table(built_small, spark):
 
     cfg, _ = built_small
     done = sync_catalog(spark, cfg)
+    assert done["errors"] == []
     assert {"mer.cr_triples", "mer.cr_triples_latest", "mer.training_examples", "mer.quarantine",
             "raw.engagement_log", "mer.engagement_log"} <= set(done["views"])
     assert spark.sql("SELECT count(*) AS n FROM mer.cr_triples").first()["n"] == 6

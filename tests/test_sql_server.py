@@ -91,6 +91,12 @@ def test_serve_sql_connect_and_jdbc_over_persistent_metastore(built_small, tmp_p
         # a job that writes a new day registers it through the server (the only process holding Derby)
         shutil.copytree(cfg.table("cr_triples") / f"ds={DS}", cfg.table("cr_triples") / f"ds={NEXT_DS}")
         assert catalog.register_tables(None, cfg).startswith(f"registered in sc://127.0.0.1:{cport}")
+        # an unreadable table folder is named in a warning; it keeps no other table out and fails no job
+        broken = cfg.table("broken_table") / f"ds={DS}"
+        broken.mkdir(parents=True)
+        (broken / "part-00000.parquet").write_bytes(b"not parquet")
+        line = catalog.register_tables(None, cfg)
+        assert line.startswith(f"warning: registered in sc://127.0.0.1:{cport}") and "mer.broken_table (" in line
 
         client = ConnectSession.builder.remote(f"sc://127.0.0.1:{cport}").create()
         try:
@@ -113,7 +119,7 @@ def test_serve_sql_connect_and_jdbc_over_persistent_metastore(built_small, tmp_p
     # a new server process on the same root: the metastore already holds every table
     proc, ready = _start(cfg.root, cport, tport, tmp_path / "serve2.log")
     try:
-        assert "new_tables=0" in ready
+        assert "new_tables=0 errors=1" in ready  # known tables kept; the broken folder still named
         rows, _ = _hive_rows(tport, "SELECT count(*) FROM mer.cr_triples")
         assert rows == [(12,)]
     finally:

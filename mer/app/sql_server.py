@@ -49,13 +49,15 @@ def register_only(cfg: MerConfig) -> dict:
     server = catalog.running_server(cfg)
     if server is not None:
         done = catalog.sync_through_server(cfg, server)
-        return {"via": server["connect"], "views": len(done["views"]), "new_tables": done["new_tables"]}
+        return {"via": server["connect"], "views": len(done["views"]), "new_tables": done["new_tables"],
+                "errors": done["errors"]}
     spark = _hive_session(cfg)
     try:
         done = catalog.sync_catalog(spark, cfg)
     finally:
         spark.stop()
-    return {"via": str(cfg.root / "metastore_db"), "views": len(done["views"]), "new_tables": done["new_tables"]}
+    return {"via": str(cfg.root / "metastore_db"), "views": len(done["views"]), "new_tables": done["new_tables"],
+            "errors": done["errors"]}
 
 
 def serve(cfg: MerConfig, host: str = "127.0.0.1", connect_port: int = 15002, thrift_port: int = 10000) -> None:
@@ -85,6 +87,8 @@ def serve(cfg: MerConfig, host: str = "127.0.0.1", connect_port: int = 15002, th
     info_file = catalog.server_file(cfg)
     try:
         done = catalog.sync_catalog(spark, cfg)
+        for error in done["errors"]:
+            print(f"warning: not registered: {error}", flush=True)
         jvm = spark.sparkContext._jvm
         jvm.org.apache.spark.sql.hive.thriftserver.HiveThriftServer2.startWithContext(spark._jsparkSession.sqlContext())
         info = {
@@ -93,7 +97,7 @@ def serve(cfg: MerConfig, host: str = "127.0.0.1", connect_port: int = 15002, th
         }
         write_json_atomic(info_file, info)
         print(f"READY connect={info['connect']} jdbc={info['jdbc']} root={cfg.root} "
-              f"views={len(done['views'])} new_tables={len(done['new_tables'])} "
+              f"views={len(done['views'])} new_tables={len(done['new_tables'])} errors={len(done['errors'])} "
               f"in {time.perf_counter() - t0:.1f}s", flush=True)
         stop.wait()
     finally:

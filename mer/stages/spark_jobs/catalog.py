@@ -79,33 +79,41 @@ def _existing_columns(spark, qualified: str) -> list[tuple[str, str]] | None:
 def sync_catalog(spark, cfg: MerConfig) -> dict:
     """Register every table folder of ``cfg.root`` in ``spark``'s catalog (any session: the Hive one of
     the server, a Spark Connect client of it, or a plain in-memory one). Idempotent; a table whose
-    columns changed is re-created (external, so only its registration goes). Returns what it did."""
+    columns changed is re-created (external, so only its registration goes). Returns the views, the
+    tables (re)created and one error line per table that could not be registered (the others are)."""
     for db in ("mer", "raw", *STORAGE_DB.values()):
         spark.sql(f"CREATE DATABASE IF NOT EXISTS {db}")
     views: list[str] = []
     new_tables: list[str] = []
+    errors: list[str] = []
     storage_done: dict[Path, tuple[str, list[str]]] = {}  # a raw table is both raw.<t> and mer.<t>
     for db, name, path in _targets(cfg):
-        if path not in storage_done:
-            storage = f"{STORAGE_DB[db]}.{name}"
-            cols = _columns(spark, path)
-            existing = _existing_columns(spark, storage)
-            if existing != cols:
-                location = str(path).replace("\\", "\\\\").replace("'", "\\'")
-                spark.sql(f"DROP TABLE IF EXISTS {storage}")
-                ddl = ", ".join(f"`{c}` {t}" for c, t in cols)
-                spark.sql(f"CREATE TABLE {storage} ({ddl}) USING parquet PARTITIONED BY (ds) LOCATION '{location}'")
-                new_tables.append(storage)
-            # adds the new ds= folders and drops the deleted ones (retention), from one listing
-            spark.sql(f"MSCK REPAIR TABLE {storage} SYNC PARTITIONS")
-            storage_done[path] = (storage, [c for c, _ in cols])
-        storage, columns = storage_done[path]
-        for suffix, latest in (("", False), ("_latest", True)):
-            view = f"{db}.{name}{suffix}"
-            body = analyst_view_sql(name, columns, storage, quote="`", latest=latest)
-            spark.sql(f"CREATE OR REPLACE VIEW {view} AS {body}")
-            views.append(view)
-    return {"views": views, "new_tables": new_tables}
+        try:
+            if path not in storage_done:
+                storage = f"{STORAGE_DB[db]}.{name}"
+                cols = _columns(spark, path)
+                if _existing_columns(spark, storage) != cols:
+                    location = str(path).replace("\\", "\\\\").replace("'", "\\'")
+                    spark.sql(f"DROP TABLE IF EXISTS {storage}")
+                    ddl = ", ".join(f"`{c}` {t}" for c, t in cols)
+                    spark.sql(f"CREATE TABLE {storage} ({ddl}) USING parquet PARTITIONED BY (ds) LOCATION '{location}'")
+                    new_tables.append(storage)
+                # adds the new ds= folders and drops the deleted ones (retention), from one listing
+                spark.sql(f"MSCK REPAIR TABLE {storage} SYNC PARTITIONS")
+                storage_done[path] = (storage, [c for c, _ in cols])
+            storage, columns = storage_done[path]
+            for suffix, latest in (("", False), ("_latest", True)):
+                view = f"{db}.{name}{suffix}"
+                body = analyst_view_sql(name, columns, storage, quote="`", latest=latest)
+                spark.sql(f"CREATE OR REPLACE VIEW {view} AS {body}")
+                views.append(view)
+        except Exception as err:  # noqa: BLE001 - one unreadable folder must not keep every other table out
+            errors.append(f"{db}.{name} ({path}): {_first_line(err)}")
+    return {"views": views, "new_tables": new_tables, "errors": errors}
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 
 def register_tables(spark, cfg: MerConfig) -> str:
@@ -119,9 +127,11 @@ def register_tables(spark, cfg: MerConfig) -> str:
     try:
         done = sync_through_server(cfg, server)
     except Exception as err:  # noqa: BLE001 - any client/server failure is a warning, never a failed job
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        return f"warning: tables not registered in the SQL server at {server['connect']}: {first}"
-    return f"registered in {server['connect']}: {len(done['views'])} views, {len(done['new_tables'])} new tables"
+        return f"warning: tables not registered in the SQL server at {server['connect']}: {_first_line(err)}"
+    line = f"registered in {server['connect']}: {len(done['views'])} views, {len(done['new_tables'])} new tables"
+    if done["errors"]:
+        line = f"warning: {line}; not registered: {'; '.join(done['errors'])}"
+    return line
 
 
 def sync_through_server(cfg: MerConfig, server: dict) -> dict:
