@@ -24,13 +24,24 @@ demo: $(STAMP)
 	@scripts/check_java.sh
 	$(BIN)/mer demo
 
-test: $(STAMP)
+test: $(STAMP) browser
 	@scripts/check_java.sh
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
 ui: $(STAMP)
 	scripts/airflow_ui.sh
+
+# Headless Chromium + chromedriver for the browser tests (run report, Airflow UI): installed when root with
+# apt-get may do it; otherwise those tests skip, and this says why.
+.PHONY: browser
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get update -q && apt-get install -y -q chromium chromium-driver) \
+	  || echo "browser: apt-get could not install chromium chromium-driver; the browser tests will be skipped"; \
+	else echo "browser: no /usr/bin/chromium + /usr/bin/chromedriver and no root apt-get to install them;" \
+	  "the browser tests will be skipped (apt-get install -y chromium chromium-driver)"; fi
 
 # Analyst SQL until Ctrl-C: Spark Connect sc://127.0.0.1:15002 and Thrift JDBC jdbc:hive2://127.0.0.1:10000
 sql-server: $(STAMP)

@@ -106,8 +106,9 @@ def mer_daily():
             return {"generated": False}
         return _stage("mer.app.pipeline:generate_missing")
 
+    # A wait shorter than a minute is poked at its own pace, not after 60 s.
     wait_for_raw = RawPartitionsSensor(
-        task_id="wait_for_raw", poke_interval=60, timeout=RAW_WAIT_S, mode="reschedule"
+        task_id="wait_for_raw", poke_interval=min(60, RAW_WAIT_S), timeout=RAW_WAIT_S, mode="reschedule"
     )
 
     if SPARK_CONN:
@@ -160,8 +161,9 @@ def mer_daily():
     def quality_gate(stage: str) -> dict:
         return _stage("mer.stages.quality.gates:run", stage)
 
-    @task
+    @task(map_index_template="{{ model }}")  # used where it is mapped (train_baselines)
     def train(model: str, variant: str | None = None) -> dict:
+        get_current_context()["model"] = model  # a mapped instance is named by its model in the UI
         return _stage("mer.stages.model.train:run", model, variant)
 
     @task(map_index_template="{{ baseline }}")
@@ -192,8 +194,9 @@ def mer_daily():
 
         return list(range(config_for(dict(get_current_context()["params"])).index.shards))
 
-    @task
+    @task(map_index_template="shard {{ shard }}")
     def build_shard(shard: int) -> dict:
+        get_current_context()["shard"] = shard
         return _stage("mer.stages.index.build:run", shard)
 
     @task

@@ -7,6 +7,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
+# `airflow standalone` starts its components as plain `airflow ...` looked up on PATH: without an
+# activated venv all four fail (FileNotFoundError). Put the project's venv first.
+export PATH="$PWD/$BIN:$PATH"
 ROOT="${MER_ROOT:-$PWD/var}"
 export MER_ROOT="$ROOT"
 export AIRFLOW_HOME="${AIRFLOW_HOME:-$ROOT/airflow_home}"
@@ -31,6 +34,6 @@ cleanup() { if [ -n "$S3_PID" ]; then kill -TERM "$S3_PID" 2>/dev/null || true; 
 trap cleanup EXIT
 
 "$BIN/airflow" db migrate >/dev/null
-echo "Airflow UI: http://$AIRFLOW__API__HOST:8080   (AIRFLOW_HOME=$AIRFLOW_HOME, data root $MER_ROOT)"
+echo "Airflow UI: http://$AIRFLOW__API__HOST:${AIRFLOW__API__PORT:-8080}   (AIRFLOW_HOME=$AIRFLOW_HOME, data root $MER_ROOT)"
 echo "Trigger mer_daily with {\"generate_if_absent\": true} to create synthetic logs for its date."
 "$BIN/airflow" standalone

@@ -107,6 +107,20 @@ def test_shape(parsed):
     assert tasks["evaluate"]["trigger"] == "none_failed"
 
 
+def test_mapped_tasks_are_named_by_model_or_shard(parsed):
+    """The UI lists a mapped instance by its map_index_template, not as 0, 1, 2 (issue 12.4)."""
+    tasks = parsed["tasks"]
+    assert tasks["train_baselines"]["map_index_template"] == "{{ model }}"
+    assert tasks["train_simple_baselines"]["map_index_template"] == "{{ baseline }}"
+    assert tasks["build_shard"]["map_index_template"] == "shard {{ shard }}"
+
+
+def test_a_short_raw_wait_is_poked_within_it(tmp_path):
+    """wait_for_raw polled every 60 s whatever its timeout: a 5 s wait lasted a minute."""
+    sensor = parse(tmp_path, MER_DAG__RAW_WAIT_TIMEOUT_S="5")["tasks"]["wait_for_raw"]
+    assert sensor["poke_interval"] == 5
+
+
 def test_assets_are_outlets(parsed):
     outlets = {k: v["outlets"] for k, v in parsed["tasks"].items()}
     assert "mer.published_index" in outlets["publish"]
@@ -133,14 +147,24 @@ def test_spark_connection_switches_spark_stages_to_spark_submit(tmp_path):
 STAGE_TASKS = r"^(wait_for_raw|validate_raw|gate_.*|training_data|train_.*|evaluate|bless|item_inference|build_shard|recall_gate|publish)$"
 
 
-def test_dag_test_runs_the_wiring_with_mapped_shards_and_a_report(tmp_path):
-    """Real Airflow run (dag.test): trigger rules, mapping over `shards`, the report task rendering."""
+@pytest.fixture(scope="module")
+def wiring_run(tmp_path_factory):
+    """One real Airflow run (dag.test) of the wiring, through the demo's runner (quiet terminal, log file)."""
+    tmp_path = tmp_path_factory.mktemp("wiring")
+    log = tmp_path / "demo.log"
     proc = subprocess.run(
-        [sys.executable, "-m", "tests.programs.dag_wiring_run", "2026-01-15", json.dumps({"shards": 3, "extra_baselines": []}), STAGE_TASKS],
+        [sys.executable, "-m", "tests.programs.dag_wiring_run", "2026-01-15", json.dumps({"shards": 3, "extra_baselines": []}),
+         STAGE_TASKS, str(log)],
         env=airflow_env(tmp_path, MER_DAG__RETRY_DELAY_S="1"), cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, proc.stderr[-3000:] + (log.read_text()[-3000:] if log.exists() else "")
     states = json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("@@")][-1][2:])
+    return tmp_path, proc, states, log
+
+
+def test_dag_test_runs_the_wiring_with_mapped_shards_and_a_report(wiring_run):
+    """Real Airflow run (dag.test): trigger rules, mapping over `shards`, the report task rendering."""
+    tmp_path, proc, states, log = wiring_run
     assert states["__run__"] == "success"
     assert {states[f"build_shard.{i}"] for i in range(3)} == {"success"}
     assert "build_shard.3" not in states
@@ -155,3 +179,35 @@ def test_dag_test_runs_the_wiring_with_mapped_shards_and_a_report(tmp_path):
     assert "ds=2026-01-15" in page and "not available" in page
     record = json.loads((report.parent / "stages" / "report.json").read_text())
     assert record["status"] == "success" and record["summary"]["report"] == str(report)
+
+
+def test_demo_runner_prints_a_line_per_task_and_logs_to_a_file(wiring_run):
+    """The terminal gets one line per task that ran (name, state, seconds); Airflow's chatter goes to the log."""
+    tmp_path, proc, states, log = wiring_run
+    lines = [ln for ln in proc.stdout.splitlines() if not ln.startswith("@@")]
+    ran = {"generate_if_absent", "extra_baselines", "shard_numbers", "report"}  # the rest are marked success
+    assert sorted(ln.split()[0] for ln in lines) == sorted(ran), proc.stdout
+    for ln in lines:
+        name, state, seconds, unit = ln.split()
+        assert state == "success" and float(seconds) >= 0 and unit == "s", ln
+    assert proc.stderr == ""
+    text = log.read_text()
+    assert "[DAG TEST]" in text and "Marking success" in text
+
+
+def test_demo_runner_writes_task_logs_where_the_ui_reads_them_and_real_run_times(wiring_run):
+    """dag.test() runs tasks in-process and writes no task log (the UI said "Log file not found"); the
+    demo's runner files each task's output under Airflow's log_filename_template. The run's start is its
+    first task's, not its logical date (apache/airflow#66127: the UI showed a run of days)."""
+    import sqlite3
+
+    tmp_path, proc, states, log = wiring_run
+    run_dir = tmp_path / "airflow_home" / "logs" / "dag_id=mer_daily" / f"run_id={states['__run_id__']}"
+    report_log = (run_dir / "task_id=report" / "attempt=1.log").read_text()
+    events = [json.loads(line)["event"] for line in report_log.splitlines()]  # Airflow's JSON-lines log format
+    assert any(e.startswith("Done. Returned value") and "report.html" in e for e in events), report_log[-2000:]
+    assert (run_dir / "task_id=generate_if_absent" / "attempt=1.log").exists()
+    db = sqlite3.connect(tmp_path / "airflow_home" / "airflow.db")
+    (start, end, logical), = db.execute("SELECT start_date, end_date, logical_date FROM dag_run").fetchall()
+    first_task, = db.execute("SELECT min(start_date) FROM task_instance").fetchone()
+    assert start == first_task and start > logical and end >= start

@@ -134,3 +134,17 @@ def test_mer_query_after_the_demo_answers_from_the_local_mirror(e2e):
     text = " ".join(proc.stdout.split())  # rich wraps the title to the table's width
     assert f"user {user}: 5 candidates from {latest['ds']}/{latest['run_id']}" in text
     assert "dcm" in text
+
+
+def test_demo_files_its_full_log_and_each_tasks_log_for_the_ui(e2e):
+    """Airflow's, Spark's and GX's output goes to <root>/logs/demo-<ds>.log, not the terminal; each task's
+    part of it is filed where the Airflow UI reads that task's log (a mapped instance under its map index)."""
+    out, root, mirror = e2e
+    first = out["first"]
+    log = Path(first["log"])
+    assert log == root / "logs" / f"demo-{D}.log"
+    runs = root / "airflow_home" / "logs" / "dag_id=mer_daily"
+    run_dir = runs / f"run_id={first['run_id']}"
+    assert "Done. Returned value" in (run_dir / "task_id=training_data" / "attempt=1.log").read_text()
+    assert list(run_dir.glob("task_id=train_simple_baselines/map_index=0/attempt=*.log"))
+    assert list(run_dir.glob("task_id=build_shard/map_index=0/attempt=*.log"))

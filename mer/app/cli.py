@@ -294,11 +294,13 @@ def serve_sql(
 
 @app.command()
 def demo(ds: DsOpt = None, root: RootOpt = None) -> None:
-    """The main job: generate logs if absent, start a local S3 endpoint, run the whole DAG."""
+    """The main job: generate logs if absent, start a local S3 endpoint, run the whole DAG.
+
+    Prints a line per task and a summary; the full log (and its JSON summary) goes to <root>/logs/demo-<ds>.log."""
     from mer.app.demo import run
 
     cfg = _cfg(root)
-    _emit(run(cfg, _ds(cfg, ds)))
+    run(cfg, _ds(cfg, ds))
 
 
 def main() -> None:

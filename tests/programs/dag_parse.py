@@ -20,7 +20,9 @@ if dag is not None:
                            "backoff": t.retry_exponential_backoff, "trigger": getattr(t.trigger_rule, "value", t.trigger_rule),
                            "outlets": [getattr(o, "name", str(o)) for o in t.outlets],
                            "args": getattr(t, "application_args", None) or getattr(t, "_application_args", None),
-                           "conn": getattr(t, "_conn_id", None)}
+                           "conn": getattr(t, "_conn_id", None),
+                           "map_index_template": getattr(t, "map_index_template", None),
+                           "poke_interval": getattr(t, "poke_interval", None)}
                for t in dag.tasks},
     )
 print("@@" + json.dumps(out, default=str))
