@@ -118,12 +118,13 @@ class TaskProgress:
     def running(self, ti: Any) -> None:
         self._started[self._key(ti)] = (self._offset(), time.monotonic())
 
-    def finished(self, ti: Any, state: str) -> None:
+    def finished(self, ti: Any, state: str, error: object = None) -> None:
         start, t0 = self._started.pop(self._key(ti), (None, time.monotonic()))
         seconds = time.monotonic() - t0
         if self.console is not None:
             label = task_label(ti.task_id, ti.map_index, getattr(ti, "rendered_map_index", None))
-            self.console.write(f"  {label:<44} {state:<13} {seconds:7.1f} s\n")
+            why = f"  {str(error).strip().splitlines()[0][:160]}" if error and str(error).strip() else ""
+            self.console.write(f"  {label:<44} {state:<13} {seconds:7.1f} s{why}\n")
         if self.log_path is not None and start is not None:
             self._write_task_log(ti, start)
 
@@ -177,7 +178,7 @@ def _listener(progress: TaskProgress) -> Any:
         @hookimpl
         def on_task_instance_failed(self, previous_state, task_instance, error):
             # called for a try that will be retried too: say which
-            progress.finished(task_instance, _state(task_instance.state or "failed"))
+            progress.finished(task_instance, _state(task_instance.state or "failed"), error)
 
     return Listener()
 
