@@ -88,6 +88,11 @@ def test_serve_sql_connect_and_jdbc_over_persistent_metastore(built_small, tmp_p
     try:
         assert "new_tables=0" not in ready  # first start: every table folder registered
         assert catalog.running_server(cfg)["connect"] == f"sc://127.0.0.1:{cport}"
+        # Derby admits one JVM: a second server on the root is refused at once, naming the first
+        second = subprocess.run([sys.executable, "-m", "mer.app.cli", "serve-sql", "--root", str(cfg.root),
+                                 "--connect-port", str(_free_port()), "--thrift-port", str(_free_port())],
+                                capture_output=True, text=True, timeout=60)
+        assert second.returncode == 2 and f"already serves {cfg.root} at sc://127.0.0.1:{cport}" in second.stderr
         # a job that writes a new day registers it through the server (the only process holding Derby)
         shutil.copytree(cfg.table("cr_triples") / f"ds={DS}", cfg.table("cr_triples") / f"ds={NEXT_DS}")
         assert catalog.register_tables(None, cfg).startswith(f"registered in sc://127.0.0.1:{cport}")

@@ -42,7 +42,8 @@ def get_spark(cfg: MerConfig, app_name: str = "mer", *, hive: bool = False, extr
     default is set only when the driver JVM's conf (spark-submit's --master/--conf, spark-defaults.conf,
     PYSPARK_SUBMIT_ARGS, all visible as ``SparkConf()`` once the JVM runs) does not already hold the key.
     ``hive``: the persistent metastore (hive_defaults), only for the SQL server and registration, so the
-    jobs and tests pay no Derby start-up. ``extra``: more defaults of the same kind (the server's ports).
+    jobs and tests pay no Derby start-up. ``extra``: settings the caller requires (the SQL server's plugin
+    and the ports its command line names), set even when the launcher gave the key.
     """
     from pyspark import SparkConf, SparkContext
     from pyspark.sql import SparkSession
@@ -63,7 +64,7 @@ def get_spark(cfg: MerConfig, app_name: str = "mer", *, hive: bool = False, extr
     SparkContext._ensure_initialized(conf=launch)
     preset = SparkConf()  # loadDefaults: the JVM's spark.* properties, i.e. what the launcher was given
     builder = SparkSession.builder
-    defaults = project_defaults(cfg) | (hive_defaults(cfg) if hive else {}) | (extra or {})
+    defaults = project_defaults(cfg) | (hive_defaults(cfg) if hive else {})
     if hive:
         # Derby writes derby.log (and resolves relative paths) in the JVM's working directory unless told:
         # keep both under the root. System properties, read when Derby boots at the first metastore call.
@@ -73,6 +74,8 @@ def get_spark(cfg: MerConfig, app_name: str = "mer", *, hive: bool = False, extr
     for key, value in defaults.items():
         if not preset.contains(key):
             builder = builder.config(key, value)
+    for key, value in (extra or {}).items():
+        builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     return spark
