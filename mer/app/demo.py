@@ -12,6 +12,7 @@ is also written where Airflow keeps task logs, so ``make ui`` shows the demo's t
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import subprocess
@@ -72,6 +73,8 @@ def captured_output(log_path: Path) -> Iterator[TextIO]:
         os.dup2(target, 2)
         yield console
     finally:
+        # py4j logs "Closing down clientserver connection" from its atexit hook, after this has ended.
+        logging.getLogger("py4j").setLevel(logging.WARNING)
         sys.stdout.flush()
         sys.stderr.flush()
         os.dup2(saved[0], 1)
