@@ -69,3 +69,12 @@ def run_cfg(cfg, s3_env, towers_env):
     from tests import item_tower_fixture as fx
 
     return fx.prepared_run(cfg, "2026-01-15")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test that gets a Spark session (directly or through a fixture such as built_small) carries the
+    ``spark`` marker, so ``-m "not spark"`` really leaves the JVM out; tests that start Spark in a child
+    process are marked in their own files."""
+    for item in items:
+        if "spark" in getattr(item, "fixturenames", ()) and not item.get_closest_marker("spark"):
+            item.add_marker(pytest.mark.spark)
