@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -100,23 +101,33 @@ def _emb(batch) -> np.ndarray:
     return np.stack(batch.column("embedding").to_numpy(zero_copy_only=False))
 
 
-def test_reused_worker_serves_retrained_weights(cfg):
-    from mer.stages.spark_jobs.item_inference import encode_partition
+def _written(out_dir, version) -> dict[int, np.ndarray]:
+    """item_id -> embedding of one model_version in the files a run staged."""
+    table = pq.read_table(sorted(out_dir.glob("*.parquet")))
+    rows = table.filter(pc.equal(table.column("model_version"), version))
+    return dict(zip(rows.column("item_id").to_pylist(), _emb(rows)))
 
+
+def test_reused_worker_serves_retrained_weights(cfg, tmp_path):
     fx.make_models(cfg, DS)
     feats = fx.write_item_features(cfg, DS, n=40)
-    batch = feats.to_batches()[0]
     folder = fx.model_dir(cfg, DS, "dcm")
-    before = _emb(next(encode_partition(MODULE, {"dcm": _models(cfg)["dcm"]})(iter([batch]))))
+    version = fx.load_item_encoder(folder).model_version
+    (tmp_path / "before").mkdir()
+    _write_like_spark(cfg, tmp_path / "before")
+    before = _written(tmp_path / "before", version)
 
     # Retrained into the same folder (new weights); this process plays the reused Python worker.
     conf = json.loads((folder / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps({**conf, "seed": conf["seed"] + 1}))
-    after = _emb(next(encode_partition(MODULE, {"dcm": _models(cfg)["dcm"]})(iter([batch]))))
+    (tmp_path / "after").mkdir()
+    _write_like_spark(cfg, tmp_path / "after")
+    after = _written(tmp_path / "after", version)
 
-    retrained = fx.load_item_encoder(folder).encode(feats.to_pandas())
-    assert np.abs(after - retrained).max() < 1e-6
-    assert np.abs(before - retrained).max() > 1e-2
+    retrained = dict(zip(feats.column("item_id").to_pylist(), fx.load_item_encoder(folder).encode(feats.to_pandas())))
+    assert sorted(after) == sorted(before) == sorted(retrained)
+    assert max(np.abs(after[i] - retrained[i]).max() for i in retrained) < 1e-6
+    assert max(np.abs(before[i] - retrained[i]).max() for i in retrained) > 1e-2
 
 
 def _write_like_spark(cfg, out_dir, shards=2):

@@ -49,7 +49,6 @@ from mer.stages.index import towers
 from mer.stages.index.shards import bucket_file, embeddings_to_numpy, split_by_shard
 from mer.stages.spark_jobs.warehouse import check_schema
 
-OUT_SCHEMA_DDL = "model_version string, item_id bigint, embedding array<float>"
 RESULT_DDL = "task int, model_version string, rows bigint, file string, cpu_seconds double"
 RESULT_SCHEMA = pa.schema([("task", pa.int32()), ("model_version", pa.string()), ("rows", pa.int64()),
                           ("file", pa.string()), ("cpu_seconds", pa.float64())])
@@ -232,29 +231,6 @@ def encode_slices(module: str, models: dict[str, tuple[str, str, str]], slices: 
                 )
 
     return encode
-
-
-# ---------------------------------------------------------------- DataFrame in, DataFrame out
-def encode_partition(module: str, models: dict[str, tuple[str, str, str]], threads: int = 1) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
-    """mapInArrow body over item_features rows: each Arrow batch through every served tower."""
-
-    def encode(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        encoders = [(ENCODERS.get(module, d, digest, threads), v) for d, v, digest in models.values()]
-        for batch in batches:
-            if batch.num_rows == 0:
-                continue
-            for enc, version in encoders:
-                yield embeddings_batch(version, batch.column("item_id"), encode_batch(enc, batch))
-
-    return encode
-
-
-def encode_catalog(items_df, module: str, models: dict[str, tuple[str, str, str]]):
-    """DataFrame of item_features -> DataFrame of item_embeddings for every served model.
-
-    For a catalog that is already a DataFrame; ``run`` reads and writes the tables without the JVM.
-    """
-    return items_df.mapInArrow(encode_partition(module, models), OUT_SCHEMA_DDL)
 
 
 def eager_max_abs_diff(cfg: MerConfig, written: Path, snapshot: str, module: str, models: dict[str, tuple[str, str, str]],
