@@ -309,7 +309,11 @@ def main(argv: list[str] | None = None) -> int:
                           "bytes": (layout.model_index_dir(cfg, DS, m) / v["index_file"]).stat().st_size}
                       for k, v in s["built"].items()} for m, s in idx.items()}
     print("\nshards:", json.dumps(shard_meta))
-    print("recall:", json.dumps({m: r["merged"] for m, r in rec["models"].items()}))
+    # Per shard and merged, with the search parameters the tuning chose: what the gate decided on.
+    recall = {m: {"merged": r["merged"], "target": rec.get("target", cfg.index.recall_target), "query_source": r.get("query_source"),
+                  "shards": {k: {"recall": v.get("recall"), "params": v.get("params")} for k, v in r["shards"].items()}}
+              for m, r in rec["models"].items()}
+    print("recall:", json.dumps(recall))
     print("eval:", json.dumps({m: {k: v for k, v in d.items() if k.startswith("hr@")} for m, d in ev.items()}))
     headline = {
         "bench": "scale",
@@ -328,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
         "dcm_best_eval_hr@100": dcm.get("best_eval_hr@100"),
         "inference_items_per_s": inf.get("items_per_s"),
         "recall_merged": {m: r["merged"] for m, r in rec["models"].items()},
+        "recall": recall,
         "publish_bytes": results["publish"].get("bytes"),
         "shards": shard_meta,
     }
