@@ -129,11 +129,13 @@ MER_NAME = re.compile(r"\bMER_[A-Z0-9_]*[A-Z0-9]\b")
 # Environment the code may read that is not project configuration (credentials, Airflow's, launchers').
 NON_CONFIG = {"WORLD_SIZE", "RANK", "LOCAL_RANK", "PYSPARK_PYTHON", "GX_ANALYTICS_ENABLED", "AIRFLOW_HOME",
               "AIRFLOW__CORE__DAGS_FOLDER", "AIRFLOW__LOGGING__BASE_LOG_FOLDER", "AWS_ENDPOINT_URL",
-              "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_PROFILE", "MER_CONFIG_FILE"}
+              "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_PROFILE", "MER_CONFIG_FILE",
+              "SPARK_LOCAL_IP"}
 # Lines reading the environment through a variable, not a literal name: each with its reason.
 INDIRECT = {
     "mer/base/config.py": "the config itself: MER_CONFIG_FILE and the MER_* names it checks",
     "mer/app/local_s3.py": "saves and restores the AWS_* variables it sets for the local endpoint",
+    "mer/app/sql_server.py": "drops a Spark Connect client's variables (CONNECT_CLIENT_ENV) before the server starts",
 }
 
 
