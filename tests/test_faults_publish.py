@@ -16,17 +16,14 @@ from __future__ import annotations
 
 import json
 
-import pyarrow as pa
 import pytest
 
-from mer.base.contract import EVAL_METRICS
 from mer.base.errors import GateError, StorageError
-from mer.base.io import write_partition
 from mer.stages.index import build, layout, publish, recall
 from mer.stages.index.publish import LATEST, MANIFEST, list_versions, read_latest
 from mer.stages.index.reader import PublishedIndex
 from mer.stages.index.storage import Store
-from tests import item_tower_fixture as fx
+from tests.bless_fixture import write_val_metrics
 
 DS = "2026-01-15"
 pytestmark = pytest.mark.usefixtures("towers_env")
@@ -39,13 +36,6 @@ def _assert_not_published(store, run_id, latest_before):
 
 
 # ---------------------------------------------------------------- model regression
-def _eval_metrics(cfg, candidate: float, baseline: float, ds: str = DS) -> None:
-    metric = f"hr@{cfg.eval.ks[0]}"
-    # bless reads the validation day's figures
-    rows = [(cfg.eval.candidate_model, "", "val", metric, "all", candidate),
-            (cfg.eval.baseline_model, "", "val", metric, "all", baseline)]
-    write_partition(cfg.table("eval_metrics"), ds,
-                    pa.Table.from_pylist([dict(zip(EVAL_METRICS.names, r)) for r in rows], schema=EVAL_METRICS))
 
 
 def test_fault_model_regression_vs_last_blessed(cfg):
@@ -53,12 +43,12 @@ def test_fault_model_regression_vs_last_blessed(cfg):
     not blessed (the DAG short-circuits inference..publish, LATEST stays); the older day's record is untouched."""
     from mer.stages.model import bless
 
-    _eval_metrics(cfg, candidate=0.5, baseline=0.2, ds="2026-01-14")
+    write_val_metrics(cfg, "2026-01-14", 0.5, 0.2)
     assert bless.run(cfg, "2026-01-14")["blessed"] is True
     previous = bless.record_path(cfg, "2026-01-14")
     before = previous.read_bytes()
 
-    _eval_metrics(cfg, candidate=0.30, baseline=0.20)
+    write_val_metrics(cfg, DS, 0.30, 0.20)
     out = bless.run(cfg, DS)
     assert out["blessed"] is False
     assert out["reason"] == (f"candidate 0.3000 regresses more than {cfg.eval.bless_tolerance:.1%} "
@@ -67,7 +57,7 @@ def test_fault_model_regression_vs_last_blessed(cfg):
     assert json.loads(bless.record_path(cfg, DS).read_text())["blessed"] is False
     assert previous.read_bytes() == before
 
-    _eval_metrics(cfg, candidate=0.55, baseline=0.20)  # a fixed model
+    write_val_metrics(cfg, DS, 0.55, 0.20)  # a fixed model
     out = bless.run(cfg, DS)
     assert out["blessed"] is True
     assert json.loads(bless.record_path(cfg, DS).read_text())["candidate"] == 0.55

@@ -11,31 +11,22 @@ import hashlib
 import json
 from datetime import date
 
-import boto3
-import pyarrow as pa
 import pytest
 
-from mer.base.contract import EVAL_METRICS, LOG_TABLES, RAW_TABLES
+from mer.base.contract import LOG_TABLES, RAW_TABLES
 from mer.base.errors import MerError
-from mer.base.io import list_partitions, partition_dir, read_partition, write_partition
+from mer.base.io import list_partitions, partition_dir, read_partition
 from mer.stages.model import bless
+from tests.bless_fixture import write_val_metrics
 
 D1, D2, D3 = "2026-01-10", "2026-01-12", "2026-01-14"
 
 
-def _metrics(cfg, ds: str, candidate: float, baseline: float = 0.20) -> None:
-    metric = f"hr@{cfg.eval.ks[0]}"
-    rows = [(cfg.eval.candidate_model, "", "val", metric, "all", candidate),
-            (cfg.eval.baseline_model, "", "val", metric, "all", baseline)]
-    write_partition(cfg.table("eval_metrics"), ds,
-                    pa.Table.from_pylist([dict(zip(EVAL_METRICS.names, r)) for r in rows], schema=EVAL_METRICS))
-
-
 # ---------------------------------------------------------------- bless
 def test_bless_rerun_of_a_ds_gives_the_same_verdict_and_bytes(cfg):
-    _metrics(cfg, D1, 0.50)
+    write_val_metrics(cfg, D1, 0.50)
     assert bless.run(cfg, D1)["blessed"] is True
-    _metrics(cfg, D2, 0.495)  # within bless_tolerance of D1: blessed
+    write_val_metrics(cfg, D2, 0.495)  # within bless_tolerance of D1: blessed
     first = bless.run(cfg, D2)
     content = bless.record_path(cfg, D2).read_bytes()
     # the old global registry made D2 its own "last blessed" on a re-run (and stamped the clock)
@@ -47,12 +38,12 @@ def test_bless_rerun_of_a_ds_gives_the_same_verdict_and_bytes(cfg):
 
 
 def test_backfill_of_an_older_ds_changes_nothing_for_newer_ones(cfg):
-    _metrics(cfg, D2, 0.40)
+    write_val_metrics(cfg, D2, 0.40)
     d2 = bless.run(cfg, D2)
     assert d2["blessed"] is True and d2["last_blessed"] is None
     d2_bytes = bless.record_path(cfg, D2).read_bytes()
 
-    _metrics(cfg, D1, 0.90)  # backfill an older day with a much better model
+    write_val_metrics(cfg, D1, 0.90)  # backfill an older day with a much better model
     d1 = bless.run(cfg, D1)
     assert d1["blessed"] is True and d1["last_blessed"] is None  # D2 is newer: not D1's predecessor
     # D2's record (its verdict and its last_blessed) is untouched; the old global registry's "current"
@@ -62,9 +53,9 @@ def test_backfill_of_an_older_ds_changes_nothing_for_newer_ones(cfg):
 
 
 def test_later_ds_compares_with_the_newest_blessed_day_before_it(cfg):
-    _metrics(cfg, D1, 0.50)
-    _metrics(cfg, D2, 0.60)
-    _metrics(cfg, D3, 0.59)
+    write_val_metrics(cfg, D1, 0.50)
+    write_val_metrics(cfg, D2, 0.60)
+    write_val_metrics(cfg, D3, 0.59)
     assert bless.run(cfg, D2)["blessed"] is True
     assert bless.run(cfg, D1)["blessed"] is True  # backfilled after D2
     d3 = bless.run(cfg, D3)
@@ -73,19 +64,19 @@ def test_later_ds_compares_with_the_newest_blessed_day_before_it(cfg):
     cfg.eval = cfg.eval.model_copy(update={"bless_margin": 10.0})
     assert bless.run(cfg, D3)["blessed"] is False
     cfg.eval = cfg.eval.model_copy(update={"bless_margin": 0.0})
-    _metrics(cfg, "2026-01-15", 0.55)
+    write_val_metrics(cfg, "2026-01-15", 0.55)
     d4 = bless.run(cfg, "2026-01-15")
     assert (d4["last_blessed_ds"], d4["blessed"]) == (D2, False)
     assert "regresses more than 2.0% vs last blessed 0.6000" in d4["reason"]
 
 
 def test_bless_record_has_no_wall_clock_and_a_bad_record_is_named(cfg):
-    _metrics(cfg, D1, 0.50)
+    write_val_metrics(cfg, D1, 0.50)
     bless.run(cfg, D1)
     rec = json.loads(bless.record_path(cfg, D1).read_text())
     assert not {"at", "time", "created_at", "timestamp"} & set(rec)
     bless.record_path(cfg, D1).write_text("{not json")
-    _metrics(cfg, D2, 0.50)
+    write_val_metrics(cfg, D2, 0.50)
     with pytest.raises(MerError, match=r"bless record .*ds=2026-01-10/bless.json: unreadable"):
         bless.run(cfg, D2)
 
