@@ -247,7 +247,9 @@ TABLE_DESCRIPTIONS: dict[str, str] = {
     "item_frequency": "Positives per item over the train split (logQ sampling correction).",
     "eval_corpus": "The items with the most positives before the eval day: the candidate set scored in evaluation.",
     "item_neighbors": "Item-kNN over the train split (the itemknn baseline).",
-    "item_embeddings": "Item tower output per blessed model (Spark inference); input of the index build.",
+    "item_embeddings": "Item tower output per blessed model (Spark inference); input of the index build. Files are "
+                       "bucketed by index shard (`shard-SSSSS-of-NNNNN.part-PPPPP.parquet`), so shard i's build reads "
+                       "only its own files; together they read as one table.",
     "eval_metrics": "Offline retrieval metrics per model, variant, split and segment (`mer evaluate`).",
     "eval_intervals": "Each model's metric relative to a reference model with a paired bootstrap interval.",
     "tune_trials": "Hyper-parameter search trials (`mer tune`).",
