@@ -16,11 +16,12 @@ def test_summary_names_verdict_with_metric_paths_and_next_commands(cfg):
         "publish": {"version": "2026-01-15/manual__x", "status": "published"},
         "report": "/r/report.html", "tables": "/r/warehouse", "s3_mirror": "/r/s3/mer/index", "log": "/r/logs/demo-2026-01-15.log",
         "tasks": {"validate_raw": "success", "publish": "success", "train_baselines": "skipped"},
+        "sample_user": 17,
     }
     text = summary_text(s, cfg)
     assert "dcm blessed on hr@50 (val): candidate 0.4120 vs baseline 0.3300" in text
     for where in ("/r/report.html", "/r/warehouse", "2026-01-15/manual__x (published) under /r/s3/mer/index",
-                  "/r/logs/demo-2026-01-15.log", "make ui", "mer tables", "mer sql", "mer query"):
+                  "/r/logs/demo-2026-01-15.log", "make ui", "mer tables", "mer sql", "mer query --user 17"):
         assert where in text, where
     assert "2 success, 1 skipped" in text and "train_baselines (skipped)" in text
     assert len(text.splitlines()) < 16  # the 45-line JSON is gone from the terminal

@@ -294,11 +294,26 @@ def run(cfg: MerConfig, ds: str, run_conf: dict[str, Any] | None = None) -> dict
         "airflow_home": env["AIRFLOW_HOME"],
         "log": str(log_path),
         "tasks": {t: s for t, s in states.items() if not t.startswith("__")},
+        "sample_user": sample_user(cfg, ds),
     }
     with open(log_path, "a") as f:  # the machine-readable summary, for whoever reads the log later
         f.write("@@summary " + json.dumps(summary, default=str) + "\n")
     print(summary_text(summary, cfg))
     return summary
+
+
+def sample_user(cfg: MerConfig, ds: str) -> int | None:
+    """A user the published index can answer for (the first of the DCM user export), so the suggested
+    `mer query` works on whatever data the demo ran on; None when nothing was exported."""
+    import pyarrow.parquet as pq
+
+    from mer.stages.index.layout import users_export_path
+
+    path = users_export_path(cfg, ds, "dcm")
+    if not path.exists():
+        return None
+    users = pq.read_table(path, columns=["user_id"]).column("user_id")
+    return int(users[0].as_py()) if len(users) else None
 
 
 def summary_text(s: dict[str, Any], cfg: MerConfig) -> str:
@@ -335,6 +350,7 @@ def summary_text(s: dict[str, Any], cfg: MerConfig) -> str:
         "  make ui                 # Airflow UI on http://127.0.0.1:8080: this run, its task logs, backfills",
         f"  .venv/bin/mer tables{root}    # every table: partitions, rows, what it holds",
         f"  .venv/bin/mer sql \"SELECT segment, count(*) FROM mer.training_examples_latest GROUP BY 1\"{root}",
-        f"  .venv/bin/mer query --user 8{root}    # a user's candidates from the published index",
     ]
+    if s.get("sample_user") is not None:
+        lines.append(f"  .venv/bin/mer query --user {s['sample_user']}{root}    # a user's candidates from the published index")
     return "\n".join(lines)
