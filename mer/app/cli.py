@@ -17,7 +17,7 @@ import typer
 from mer.base.config import MerConfig, load_config
 from mer.base.errors import MerError, validate_ds
 from mer.stages.model.names import ALL_MODELS, TRAINED, VARIANTS
-from mer.stages.quality.gates import STAGES as GATE_STAGES
+from mer.stages.quality import STAGES as GATE_STAGES
 
 
 

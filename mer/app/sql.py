@@ -41,7 +41,7 @@ from mer.base.contract import (
     analyst_view_sql,
 )
 from mer.base.errors import MerError
-from mer.base.io import list_partitions, list_tables, partition_dir
+from mer.base.io import analyst_tables, list_partitions, list_tables, newest_file_schema, partition_dir
 
 VIEWS_FILE = "views.duckdb"
 FORMATS = ("table", "csv", "json")
@@ -66,23 +66,20 @@ def _scan(table_dir: Path) -> str:
 
 def _columns(table_dir: Path) -> list[str]:
     """Columns as written (newest partition's footer), so a table outside the contract works too."""
-    newest = [d for d in list_partitions(table_dir) if _parquet_files(table_dir, d)][-1]
-    names = pq.read_schema(_parquet_files(table_dir, newest)[0]).names
+    names = newest_file_schema(table_dir).names
     return names + ([] if "ds" in names else ["ds"])
 
 
 def view_definitions(cfg: MerConfig) -> dict[str, str]:
-    """Qualified view name -> SELECT, for every table under the root (see module doc)."""
-    raw, warehouse = list_tables(cfg.raw_dir), list_tables(cfg.warehouse_dir)
+    """Qualified view name -> SELECT, for every table under the root (see module doc); the ``mer``
+    names also go in the default schema (bare names)."""
     views: dict[str, str] = {}
-    # Warehouse first: it owns a bare / mer. name if a raw table ever has the same one.
-    for layer, tables in (("mer", warehouse), ("raw", raw)):
-        for name, path in tables.items():
-            columns, source = _columns(path), _scan(path)
-            for suffix, latest in (("", False), ("_latest", True)):
-                select = analyst_view_sql(name, columns, source, latest=latest)
-                for schema in ("mer", "main") + (("raw",) if layer == "raw" else ()):
-                    views.setdefault(f'{schema}."{name}{suffix}"', select)
+    for schema, name, path in analyst_tables(cfg.raw_dir, cfg.warehouse_dir):
+        columns, source = _columns(path), _scan(path)
+        for suffix, latest in (("", False), ("_latest", True)):
+            select = analyst_view_sql(name, columns, source, latest=latest)
+            for target in (schema, "main") if schema == "mer" else (schema,):
+                views[f'{target}."{name}{suffix}"'] = select
     return views
 
 
@@ -291,8 +288,7 @@ def table_columns(cfg: MerConfig, name: str) -> list[dict[str, str]]:
         if path is None:
             known = sorted({*RAW_TABLES, *DERIVED_TABLES, *known_tables(cfg)})
             raise MerError(f"unknown table {name!r}; known tables: {', '.join(known)}")
-        newest = [d for d in list_partitions(path) if _parquet_files(path, d)][-1]
-        schema = pq.read_schema(_parquet_files(path, newest)[0])
+        schema = newest_file_schema(path)
     cols = []
     for f in schema:
         typ = "date" if f.name in DATE_COLUMNS else str(f.type)

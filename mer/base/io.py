@@ -53,6 +53,24 @@ def list_tables(base: Path) -> dict[str, Path]:
     }
 
 
+def analyst_tables(raw_dir: Path, warehouse_dir: Path) -> list[tuple[str, str, Path]]:
+    """(schema, table, folder) as SQL users see them (DuckDB `mer sql` and the Spark metastore alike):
+    warehouse tables under ``mer``, raw input under ``raw`` and also under ``mer`` when no warehouse
+    table has its name."""
+    raw, warehouse = list_tables(raw_dir), list_tables(warehouse_dir)
+    return ([("mer", n, p) for n, p in warehouse.items()] + [("raw", n, p) for n, p in raw.items()]
+            + [("mer", n, p) for n, p in raw.items() if n not in warehouse])
+
+
+def newest_file_schema(table_dir: Path) -> pa.Schema:
+    """The columns as written: one Parquet footer of the newest partition that holds files."""
+    for ds in reversed(list_partitions(table_dir)):
+        files = sorted(partition_dir(table_dir, ds).glob("*.parquet"))
+        if files:
+            return pq.read_schema(files[0])
+    raise ContractError(f"table {Path(table_dir).name}: no partition with Parquet files under {table_dir}")
+
+
 def latest_partition(table_dir: Path, ds: str) -> str:
     """Latest snapshot partition at or before ``ds``."""
     parts = [p for p in list_partitions(table_dir) if p <= ds]

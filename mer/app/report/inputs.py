@@ -68,14 +68,6 @@ def hr_curves(metrics: pd.DataFrame | None) -> pd.DataFrame | None:
     return df[["label", "kind", "segment", "k", "value"]].sort_values(["label", "kind", "segment", "k"])
 
 
-def other_metrics(metrics: pd.DataFrame | None) -> pd.DataFrame | None:
-    """Everything that is not an HR point (overlap, diversity, interests per user ...)."""
-    if metrics is None:
-        return None
-    rest = metrics[~metrics["metric"].str.match(HR_RE)]
-    return None if rest.empty else rest[["label", "metric", "segment", "value"]]
-
-
 def recall(cfg: MerConfig, ds: str) -> dict | None:
     path = cfg.run_dir(ds) / "index" / "recall.json"
     return _json(path)

@@ -7,13 +7,12 @@ Docs are), stage timings. The page is one file (charts as data URIs) so the uplo
 """
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from mer.app.report import charts, inputs
+from mer.app.report import charts, inputs, page
 from mer.app.report.page import Cell, Table, frame_table, glossary, grouped_table, number, render_page
 from mer.base.config import MerConfig
 from mer.base.errors import validate_ds
@@ -23,11 +22,10 @@ from mer.stages.model.intervals import verdict
 SEGMENT_ORDER = ("all", "core", "non_core")
 # Column order of the per-model table: HR families in reading order, each by K.
 HR_FAMILIES = ("hr", "hr_novel", "hr_served", "hr_cond", "filtered_hr", "hr_followed")
-METRIC_PARTS = re.compile(r"^(?P<base>[a-z_+]+?)(?:@(?P<k>\d+))?$")
 
 
 def _parts(metric: str) -> tuple[str, int]:
-    m = METRIC_PARTS.match(metric)
+    m = page.METRIC_RE.match(metric)
     return (m["base"], int(m["k"])) if m and m["k"] else (metric, 0)
 
 
@@ -72,11 +70,15 @@ def section_verdict(st: dict[str, dict]) -> dict:
     return out
 
 
+def _interval_cls(r: dict) -> str:
+    """Green when the interval is above 1, red when below, plain when it contains 1."""
+    return "ok" if r["lo"] > 1 else ("bad" if r["hi"] < 1 else "")
+
+
 def _interval(r: dict) -> Cell:
     if r["ratio"] != r["ratio"]:
         return Cell("–", "num")
-    cls = "ok" if r["lo"] > 1 else ("bad" if r["hi"] < 1 else "")
-    return Cell(f"{r['ratio']:.2f}× [{r['lo']:.2f}, {r['hi']:.2f}]", f"num {cls}")
+    return Cell(f"{r['ratio']:.2f}× [{r['lo']:.2f}, {r['hi']:.2f}]", f"num {_interval_cls(r)}")
 
 
 def section_winner(cfg: MerConfig, ds: str) -> dict:
@@ -103,8 +105,8 @@ def section_winner(cfg: MerConfig, ds: str) -> dict:
     for r in top[(top["name"] == win["name"])].to_dict("records"):
         ref = (f"the strongest simple baseline ({r['reference_model']}, picked on the validation day)"
                if r["reference"] == "best_baseline" else r["reference_model"])
-        cls = "ok" if r["lo"] > 1 else ("bad" if r["hi"] < 1 else "")
-        lines.append({"text": f"{_label(r['metric'])} vs {ref}: {verdict(r['ratio'], r['lo'], r['hi'])}", "cls": cls})
+        lines.append({"text": f"{_label(r['metric'])} vs {ref}: {verdict(r['ratio'], r['lo'], r['hi'])}",
+                      "cls": _interval_cls(r)})
     # Every model against each of its references, on all records and users.
     refs = list(dict.fromkeys(f"{r['reference']}\x00{r['metric']}" for r in top.to_dict("records")))
     header = ["model", "records", "HR"]

@@ -51,7 +51,6 @@ def export_users(cfg: MerConfig, ds: str, model: str) -> Path | None:
 def collect_files(cfg: MerConfig, ds: str, models: list[str]) -> dict[str, Path]:
     """Relative object key -> local file, data files only (the manifest is made afterwards)."""
     files: dict[str, Path] = {}
-    root = layout.index_root(cfg, ds)
     for model in models:
         folder = layout.model_index_dir(cfg, ds, model)
         for p in sorted(folder.glob("shard-*")) + [folder / "index.json"]:

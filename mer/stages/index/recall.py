@@ -60,8 +60,6 @@ def model_recall(cfg: MerConfig, ds: str, model: str, version: str) -> dict:
     n_items = int(info["n_items"])
     queries, source = recall_queries(cfg, ds, model, version, cfg.index.recall_queries, seed=cfg.train.seed + 1)
     k = max(1, min(cfg.index.recall_k, n_items))
-    seen = []
-
     def load(s: int):
         ids, vectors = load_bucket(cfg, ds, version, s, info["shards"])
         sh = load_shard(folder, s)
@@ -71,12 +69,12 @@ def model_recall(cfg: MerConfig, ds: str, model: str, version: str) -> dict:
         if len(sids) != len(ids) or not np.array_equal(np.sort(sids), np.sort(ids)):
             raise ContractError(f"index {model}/{sh.name}: shard item ids ({len(sids)}) do not match its bucket of "
                                 f"item_embeddings ({len(ids)})")
-        seen.append(len(ids))
         return ids, vectors, sh.index, sh.meta
 
     per_shard, merged = streamed_recall(info["shards"], load, queries, k)
-    if sum(seen) != n_items:
-        raise ContractError(f"index {model}: index.json counts {n_items} items, the buckets of item_embeddings hold {sum(seen)}")
+    seen = sum(int(v["n"]) for v in per_shard.values())
+    if seen != n_items:
+        raise ContractError(f"index {model}: index.json counts {n_items} items, the buckets of item_embeddings hold {seen}")
     return {
         "model_version": version,
         "k": k,

@@ -425,7 +425,7 @@ def fit_baseline(cfg: MerConfig, ds: str, model: str, variant: str | None = None
 
     validate_ds(ds)
     name = baseline_name(model, variant)
-    folder = cfg.run_dir(ds) / "models" / name
+    folder = cfg.model_dir(ds, name)
     conf = {"model": model, "variant": variant, "name": name, "ds": ds, "model_version": f"{name}-{ds}",
             "kind": "baseline", "fitted_on": "train split"}
     files: dict[str, pa.Table] = {}

@@ -60,7 +60,6 @@ class ModelEval:
     model: str
     variant: str
     metrics: list[tuple[str, str, float]] = field(default_factory=list)  # (metric, segment, value)
-    served: list[list[int]] | None = None  # per eval record: merged candidate item rows (serve_budget)
     # per eval record: each served embedding's candidate list and importance (what the merge takes), so the
     # dcm+cr union is one served merge over both models' embeddings, as the reader runs it
     candidates: list[tuple[list[list[int]], list[float]]] | None = None
@@ -169,7 +168,6 @@ def _served_metrics(ev: ModelEval, cfg: MerConfig, lists, batch: Batch, catalog:
            lambda w: float(np.mean(hits if w is None else hits[w])) if (w is None or w.any()) else float("nan"))
     dk = cfg.eval.diversity_k
     ev.top = [lst[:dk] for lst in lists]
-    ev.served = lists
     topic_of = {int(r): int(catalog.topic[r]) for r in np.unique(np.concatenate([np.asarray(x, dtype=np.int64) for x in ev.top] or [np.zeros(0, np.int64)]))}
     for seg in SEGMENTS:
         sel = [t for t, s in zip(ev.top, batch.segments) if seg == "all" or s == seg]
@@ -252,7 +250,7 @@ def evaluate_baseline(name: str, conf: dict, cfg: MerConfig, ds: str, batch: Bat
     )
 
     ev = ModelEval(name, conf["model"], conf.get("variant") or "")
-    scorer = load_baseline(cfg.run_dir(ds) / "models" / name, catalog)
+    scorer = load_baseline(cfg.model_dir(ds, name), catalog)
     pos = batch.target_rows.numpy()
     records = Records.from_batch(batch)
     if conf["model"] == "inverted":

@@ -28,8 +28,8 @@ from typing import Iterator
 from mer.base.config import MerConfig
 from mer.base.errors import DataQualityError, MerError, validate_ds
 from mer.base.io import jsonable, write_json_atomic
+from mer.stages.quality import STAGES
 
-STAGES = ("raw", "training", "embeddings")
 
 
 GX_PROJECT = "gx"  # <root>/gx: GX's file-backed project (suites, checkpoints, validation results, Data Docs)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from mer.base.config import MerConfig
 from mer.base.contract import analyst_view_sql
-from mer.base.io import list_partitions, list_tables, read_json
+from mer.base.io import analyst_tables, list_partitions, newest_file_schema, partition_dir, read_json
 
 SERVER_FILE = "serve-sql.json"  # under the data root while `mer serve-sql` serves it
 STORAGE_DB = {"mer": "mer_files", "raw": "raw_files"}
@@ -49,25 +49,16 @@ def running_server(cfg: MerConfig) -> dict | None:
 
 def _columns(spark, path: Path) -> list[tuple[str, str]]:
     """(name, Spark type) of the newest partition's files (read from a footer, no Spark job), plus ``ds``."""
-    import pyarrow.parquet as pq
-
     from mer.stages.spark_jobs.warehouse import spark_type
 
-    newest = path / f"ds={list_partitions(path)[-1]}"
-    schema = pq.read_schema(sorted(newest.glob("*.parquet"))[0])
+    schema = newest_file_schema(path)
     try:
         cols = [(f.name, spark_type(f.type).simpleString()) for f in schema if f.name != "ds"]
     except TypeError:  # a type the contract never uses: let Spark say what it is
+        newest = partition_dir(path, list_partitions(path)[-1])
         cols = [(f.name, f.dataType.simpleString()) for f in spark.read.parquet(str(newest)).schema.fields
                 if f.name != "ds"]
     return cols + [("ds", "string")]
-
-
-def _targets(cfg: MerConfig) -> list[tuple[str, str, Path]]:
-    """(analyst database, table, folder); raw tables also go under ``mer`` when no warehouse table has the name."""
-    raw, warehouse = list_tables(cfg.raw_dir), list_tables(cfg.warehouse_dir)
-    targets = [("raw", n, p) for n, p in raw.items()] + [("mer", n, p) for n, p in warehouse.items()]
-    return targets + [("mer", n, p) for n, p in raw.items() if n not in warehouse]
 
 
 def _existing_columns(spark, qualified: str) -> list[tuple[str, str]] | None:
@@ -87,7 +78,7 @@ def sync_catalog(spark, cfg: MerConfig) -> dict:
     new_tables: list[str] = []
     errors: list[str] = []
     storage_done: dict[Path, tuple[str, list[str]]] = {}  # a raw table is both raw.<t> and mer.<t>
-    for db, name, path in _targets(cfg):
+    for db, name, path in analyst_tables(cfg.raw_dir, cfg.warehouse_dir):
         try:
             if path not in storage_done:
                 storage = f"{STORAGE_DB[db]}.{name}"
