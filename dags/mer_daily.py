@@ -36,7 +36,8 @@ RAW_WAIT_S = _cfg.dag.raw_wait_timeout_s
 RETRY_DELAY_S = _cfg.dag.retry_delay_s
 SUBMIT_APP = REPO_ROOT / "mer" / "app" / "spark_submit.py"
 VALIDATED_TABLES = ("quarantine", "clean_engagement_log", "clean_source_interest_log")
-TRAINING_TABLES = ("cr_triples", "training_examples", "item_frequency", "eval_corpus", "item_neighbors")
+TRAINING_TABLES = ("cr_triples", "training_examples", "item_frequency", "eval_corpus", "item_neighbors",
+                   "item_factors")
 # Fitted every run (seconds each): bless compares the candidate with the strongest of them; `inverted` is the
 # explicit-interest control CR is compared with.
 SIMPLE_BASELINES = [*_cfg.eval.simple_baselines, "inverted"]

@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from mer.base.contract import DERIVED_TABLES, ITEM_FEATURES, ITEM_NEIGHBORS, TOPICS
+from mer.base.contract import DERIVED_TABLES, ITEM_FACTORS, ITEM_FEATURES, ITEM_NEIGHBORS, TOPICS
 from mer.base.io import read_partition, write_partition
 from mer.stages.model.baselines import (
     InvertedIndex,
@@ -18,6 +18,7 @@ from mer.stages.model.baselines import (
     Popularity,
     Pretrained,
     Records,
+    factor_space,
     bind,
     fit_baseline,
     load_baseline,
@@ -154,6 +155,21 @@ def catalog():
 
 
 ALL = np.arange(1, 7)
+# ALS factors (item_factors rows) of items 1..5 and 99 (not in the catalog: dropped); item 6 has none (zero row).
+FACTORS = pa.table({"item_id": [1, 2, 3, 4, 5, 99], "factors": [[1.0, 0.0], [0.0, 2.0], [3.0, 4.0], [-1.0, 0.0],
+                                                                 [0.0, -1.0], [1.0, 1.0]]}, schema=ITEM_FACTORS)
+
+
+def test_als_baseline_is_cosine_to_the_mean_of_the_history_factors():
+    cat = catalog()
+    space = factor_space(FACTORS, cat)
+    assert space.shape == (7, 2) and not space[0].any() and not space[6].any()
+    assert space[3].tolist() == pytest.approx([0.6, 0.8])
+    # history {1, 2}: unit factors (1, 0) + (0, 1) -> mean direction (1, 1)/sqrt(2)
+    rec = Records(hist_rows=np.array([[1, 2]]), use=np.ones((1, 2), bool))
+    got = Pretrained(cat, "mean", space=space).score(rec, ALL)[0]
+    want = [1 / S2, 1 / S2, 1.4 / S2, -1 / S2, -1 / S2, 0.0]  # items 1..6; item 6 has no factor: 0
+    assert got.tolist() == pytest.approx(want)
 
 
 def test_ranks_break_ties_by_tiebreak_then_row():
@@ -297,6 +313,7 @@ def test_fit_and_load_every_baseline(cfg):
                      "prob": [5 / 16, 3 / 16, 4 / 16, 3 / 16, 1 / 16]}, schema=DERIVED_TABLES["item_frequency"])
     write_partition(cfg.table("item_frequency"), ds, freq)
     write_partition(cfg.table("item_neighbors"), ds, neighbors_table())
+    write_partition(cfg.table("item_factors"), ds, FACTORS)
 
     rec = Records(hist_rows=np.array([[1, 3], [2, 0]]), use=np.ones((2, 2), bool), cond=np.array([2, 1]),
                   followed=[np.array([1, 3]), np.array([2])])
@@ -307,6 +324,7 @@ def test_fit_and_load_every_baseline(cfg):
         "pretrained-mean": Pretrained(cat, "mean"),
         "pretrained-max": Pretrained(cat, "max"),
         "inverted": InvertedIndex.from_catalog(cat, COUNTS),
+        "als": Pretrained(cat, "mean", space=factor_space(FACTORS, cat)),
     }
     for model, variant, name, artifact in [
         ("popularity", None, "popularity", "popularity.parquet"),
@@ -315,6 +333,7 @@ def test_fit_and_load_every_baseline(cfg):
         ("pretrained", "mean", "pretrained-mean", None),
         ("pretrained", "max", "pretrained-max", None),
         ("inverted", None, "inverted", "topic_items.parquet"),
+        ("als", None, "als", "factors.parquet"),
     ]:
         out = fit_baseline(cfg, ds, model, variant)
         folder = cfg.run_dir(ds) / "models" / name

@@ -96,7 +96,7 @@ def validate(ds: DsOpt = None, root: RootOpt = None) -> None:
 
 @app.command()
 def build(ds: DsOpt = None, root: RootOpt = None) -> None:
-    """Stage 2: cr_triples, training_examples, item_frequency, eval_corpus, item_neighbors (Spark)."""
+    """Stage 2: cr_triples, training_examples, item_frequency, eval_corpus, item_neighbors, item_factors (Spark)."""
     from mer.stages.spark_jobs.training_data import run
 
     cfg = _cfg(root)

@@ -107,6 +107,13 @@ class BuildConfig(Section):
     core_saves_per_28d: int = 4
     neighbors_top_m: int = 100  # item_neighbors: best co-engaged neighbours kept per item
     neighbors_max_items_per_user: int = 200  # item_neighbors: a user's most recent distinct items that pair up
+    # item_factors: implicit ALS (Spark MLlib) over the train split's (user, item, positives); rank = the towers'
+    # field width, so a factor row is an id embedding's starting point as it is.
+    als_rank: int = 32
+    als_reg: float = 0.1
+    als_alpha: float = 10.0
+    als_iters: int = 10
+    als_seed: int = 13
     # Great Expectations runs on pandas: tables above this many rows are checked on a seeded sample.
     gx_max_rows: int = 500_000
     gx_sample_seed: int = 11
@@ -141,6 +148,9 @@ class TrainConfig(Section):
     # id_vocab_max = 0 turns them off (content fields only).
     id_min_count: int = 2
     id_vocab_max: int = 200_000
+    # Where the id embeddings start: random, or the build's implicit-ALS item factors (item_factors, Spark MLlib).
+    # ALS starts converge faster but end level (single) or stop early (DCM, MovieLens): bench/RESULTS.md.
+    id_init: Literal["item_factors", "random"] = "random"
     # How user towers encode history items: with the item tower itself, or a separate Eq 4 summariser.
     history_encoder: Literal["item_tower", "summarize"] = "item_tower"
     route_valid: bool = True  # DCM: clusters of valid engaged items only (no hides, no featureless items); False = every slot
@@ -171,7 +181,7 @@ class EvalConfig(Section):
     baseline_model: str = "single"
     # The simple baselines a candidate must beat (fitted every run; bless takes the strongest on the val day).
     simple_baselines: list[str] = Field(default_factory=lambda: [
-        "popularity", "itemknn-sum", "itemknn-max", "pretrained-mean", "pretrained-max", "pinnersage"])
+        "popularity", "itemknn-sum", "itemknn-max", "pretrained-mean", "pretrained-max", "als", "pinnersage"])
     diversity_k: int = 100  # retrieved-set size for topic diversity and implicit/explicit overlap
     seed: int = 29  # sampling of eval records and of the K_ex followed topics; the bootstrap resamples
     bootstrap_samples: int = 1000  # paired bootstrap resamples of the eval records for the 95% intervals

@@ -143,6 +143,13 @@ ITEM_NEIGHBORS = pa.schema(
     ]
 )
 
+ITEM_FACTORS = pa.schema(
+    [
+        ("item_id", pa.int64()),
+        ("factors", pa.list_(pa.float32())),
+    ]
+)
+
 ITEM_EMBEDDINGS = pa.schema(
     [
         ("model_version", pa.string()),
@@ -211,6 +218,7 @@ DERIVED_TABLES: dict[str, pa.Schema] = {
     "item_frequency": ITEM_FREQUENCY,
     "eval_corpus": EVAL_CORPUS,
     "item_neighbors": ITEM_NEIGHBORS,
+    "item_factors": ITEM_FACTORS,
     "item_embeddings": ITEM_EMBEDDINGS,
     "eval_metrics": EVAL_METRICS,
     "eval_intervals": EVAL_INTERVALS,
@@ -222,7 +230,8 @@ DERIVED_TABLES: dict[str, pa.Schema] = {
 WRITTEN_BY: dict[str, str] = {
     **{t: "mer generate (synthetic) or mer ingest movielens, or land the upstream export" for t in RAW_TABLES},
     **{t: "mer validate" for t in ("clean_engagement_log", "clean_source_interest_log", "quarantine")},
-    **{t: "mer build" for t in ("cr_triples", "training_examples", "item_frequency", "eval_corpus", "item_neighbors")},
+    **{t: "mer build" for t in ("cr_triples", "training_examples", "item_frequency", "eval_corpus", "item_neighbors",
+                                   "item_factors")},
     "item_embeddings": "mer infer",
     "eval_metrics": "mer evaluate",
     "eval_intervals": "mer evaluate",
@@ -247,6 +256,8 @@ TABLE_DESCRIPTIONS: dict[str, str] = {
     "item_frequency": "Positives per item over the train split (logQ sampling correction).",
     "eval_corpus": "The items with the most positives before the eval day: the candidate set scored in evaluation.",
     "item_neighbors": "Item-kNN over the train split (the itemknn baseline).",
+    "item_factors": "Implicit-ALS item factors over the train split (Spark MLlib): where the towers' item-id "
+                    "embeddings start.",
     "item_embeddings": "Item tower output per blessed model (Spark inference); input of the index build. Files are "
                        "bucketed by index shard (`shard-SSSSS-of-NNNNN.part-PPPPP.parquet`), so shard i's build reads "
                        "only its own files; together they read as one table.",
@@ -337,6 +348,10 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "neighbor_id": "a neighbouring item",
         "score": "cosine co-engagement over train-split users: c(i,j) / sqrt(n_i * n_j)",
         "rank": "1 = best neighbour of item_id (the top build.neighbors_top_m are kept)",
+    },
+    "item_factors": {
+        "item_id": "an item with train-split positives",
+        "factors": "its implicit-ALS factor row (build.als_rank floats; confidence 1 + build.als_alpha x positives)",
     },
     "item_embeddings": {
         "model_version": "the model artifact that produced the embedding",

@@ -22,6 +22,9 @@ Baselines (folder name under ``run_dir(ds)/models/``: score of candidate c)
     itemknn-max      max_{h in history} S[h, c]    top-M per row; 0 where c is not among h's neighbours)
     pretrained-mean  cos(mean_h u_h, c)            u = unit pretrained embedding, 0 when missing; items
     pretrained-max   max_h cos(u_h, u_c)           without features are left out of the history; no history: 0
+    als              cos(mean_h v_h, v_c)          v = unit implicit-ALS item factor (item_factors, Spark MLlib,
+                                                   train split), 0 for an item without one: pretrained-mean's
+                                                   rule in the collaborative space (iALS with the history folded in)
     inverted         the paper's explicit-interest control (Table 3): a followed topic serves that topic's
                      most engaged items. Each topic's list = its items by train count desc (ties: lower row),
                      position 1 = first. Condition mode: count(c) if c has the record's topic, else -inf.
@@ -31,7 +34,8 @@ Baselines (folder name under ``run_dir(ds)/models/``: score of candidate c)
 Artifacts
     ``fit_baseline(cfg, ds, model, variant)`` writes ``run_dir(ds)/models/<name>/config.json`` (kind
     "baseline") and what a reader serves, as Parquet: popularity.parquet (item_id, count, rank),
-    neighbors.parquet (the item_neighbors partition), topic_items.parquet (topic_id, item_id, count, rank);
+    neighbors.parquet (the item_neighbors partition), topic_items.parquet (topic_id, item_id, count, rank),
+    factors.parquet (the item_factors partition);
     pretrained needs only item_features. Everything is fitted on the train split (item_frequency and
     item_neighbors are). ``load_baseline(folder, catalog)`` returns the scorer object (``Popularity``,
     ``ItemKNN``, ``Pretrained`` or ``InvertedIndex``) with ``.name`` and ``.config`` set.
@@ -65,6 +69,7 @@ NAMES = {
     ("pretrained", "mean"): "pretrained-mean",
     ("pretrained", "max"): "pretrained-max",
     ("inverted", None): "inverted",
+    ("als", None): "als",
 }
 PAIR_BLOCK = 512  # history items scored against all columns at once (pretrained-max): 512 x cols floats
 
@@ -244,21 +249,39 @@ def neighbor_matrix(table: pa.Table, catalog: Catalog) -> sparse.csr_matrix:
     return sparse.csr_matrix((v[keep], (i[keep], j[keep])), shape=(n, n))
 
 
+def unit_rows(x: np.ndarray, ok: np.ndarray | None = None) -> np.ndarray:
+    """Rows scaled to unit length; rows not ok (or of norm 0) are zero."""
+    x = np.asarray(x, dtype=np.float32)
+    norm = np.linalg.norm(x, axis=1, keepdims=True)
+    ok = (norm > 0) if ok is None else (ok[:, None] & (norm > 0))
+    return np.where(ok, x / np.where(norm > 0, norm, 1.0), 0.0).astype(np.float32)
+
+
 def unit_space(catalog: Catalog) -> np.ndarray:
     """Unit pretrained embeddings by catalog row; rows with a missing embedding (or norm 0) are zero."""
-    pre = np.asarray(catalog.pre, dtype=np.float32)
-    norm = np.linalg.norm(pre, axis=1, keepdims=True)
-    ok = (np.asarray(catalog.missing) == 0)[:, None] & (norm > 0)
-    return np.where(ok, pre / np.where(norm > 0, norm, 1.0), 0.0).astype(np.float32)
+    return unit_rows(catalog.pre, np.asarray(catalog.missing) == 0)
+
+
+def factor_space(table: pa.Table, catalog: Catalog) -> np.ndarray:
+    """item_factors rows -> unit factors by catalog row (items the catalog lacks are dropped; no factor: 0)."""
+    factors = table.column("factors").to_pylist()
+    width = len(factors[0]) if factors else 0
+    space = np.zeros((catalog.n_rows, width), np.float32)
+    rows = catalog.rows(table.column("item_id").to_numpy(zero_copy_only=False).astype(np.int64))
+    keep = rows > 0
+    if keep.any():
+        space[rows[keep]] = np.asarray([f for f, k in zip(factors, keep) if k], dtype=np.float32)
+    return unit_rows(space)
 
 
 class Pretrained:
-    """Pooling in the pretrained embedding space: cosine to the history's mean, or max cosine to any item."""
+    """Pooling in an item space (default: the pretrained embeddings; `als`: the ALS factors): cosine to the
+    history's mean, or max cosine to any item."""
 
-    def __init__(self, catalog: Catalog, variant: str = "mean"):
+    def __init__(self, catalog: Catalog, variant: str = "mean", space: np.ndarray | None = None):
         if variant not in ("mean", "max"):
             raise ValueError(f"pretrained variant must be mean or max, not {variant!r}")
-        self.space = unit_space(catalog)
+        self.space = unit_space(catalog) if space is None else space
         self.has = np.abs(self.space).sum(axis=1) > 0
         self.variant = variant
 
@@ -442,6 +465,12 @@ def fit_baseline(cfg: MerConfig, ds: str, model: str, variant: str | None = None
                     max_items_per_user=cfg.build.neighbors_max_items_per_user)
     elif model == "pretrained":
         conf["space"] = "pretrained_embedding"
+    elif model == "als":
+        from mer.base.contract import ITEM_FACTORS
+
+        t = read_partition(cfg.table("item_factors"), ds, columns=ITEM_FACTORS.names)
+        files["factors.parquet"] = t.cast(ITEM_FACTORS)
+        conf.update(rows=t.num_rows, rank=cfg.build.als_rank, reg=cfg.build.als_reg, alpha=cfg.build.als_alpha)
     else:  # inverted
         catalog = load_catalog(cfg, ds)
         index = InvertedIndex.from_catalog(catalog, train_counts(cfg, ds, catalog))
@@ -466,6 +495,8 @@ def load_baseline(folder: Path, catalog: Catalog):
         obj = ItemKNN(neighbor_matrix(pq.read_table(folder / "neighbors.parquet"), catalog), variant)
     elif model == "pretrained":
         obj = Pretrained(catalog, variant)
+    elif model == "als":
+        obj = Pretrained(catalog, "mean", space=factor_space(pq.read_table(folder / "factors.parquet"), catalog))
     else:
         obj = InvertedIndex.from_table(pq.read_table(folder / "topic_items.parquet"), catalog)
     obj.name, obj.config = conf["name"], conf

@@ -24,7 +24,7 @@ NOTE = ("HR scores an item by the max over a user's embeddings; hr_novel: record
         "ratio of HR@100 on the records both were scored on, with its paired bootstrap 95% interval; the best "
         "baseline is the strongest simple baseline on the validation day.")
 RUNS = [("popularity", None), ("itemknn", "sum"), ("itemknn", "max"), ("pretrained", "mean"), ("pretrained", "max"),
-        ("inverted", None), ("pinnersage", None), ("single", None), ("dcm", None), ("mind", None), ("sa", None),
+        ("als", None), ("inverted", None), ("pinnersage", None), ("single", None), ("dcm", None), ("mind", None), ("sa", None),
         ("token", None), ("cr", "source"), ("cr", "item"), ("dcm", "no-vafpi"), ("dcm", "no-sar"), ("dcm", "k2"),
         ("dcm", "k4")]
 

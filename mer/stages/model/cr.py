@@ -67,7 +67,8 @@ class DHEN(nn.Module):
 class CRTower(nn.Module):
     association = "argmax"  # one embedding per condition
     # The association is decided by the data: the logged source interest, or a topic of the target item.
-    SPECS: ClassVar[dict[str | None, TowerSpec]] = {"source": TowerSpec(condition="logged"), "item": TowerSpec(condition="item")}
+    SPECS: ClassVar[dict[str | None, TowerSpec]] = {"source": TowerSpec(condition="logged_or_item"),
+                                                    "item": TowerSpec(condition="item")}
     n_fields = 4
 
     def __init__(self, c: TowerConfig, item: nn.Module | None = None):

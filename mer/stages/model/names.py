@@ -3,7 +3,7 @@ from __future__ import annotations
 
 TRAINED = ("single", "dcm", "mind", "sa", "token", "cr")  # user towers (mer/stages/model/zoo.py TOWERS)
 # Non-neural baselines (mer/stages/model/baselines.py): fitted on the train split, scored and compared like the towers.
-BASELINES = ("popularity", "itemknn", "pretrained", "inverted")
+BASELINES = ("popularity", "itemknn", "pretrained", "als", "inverted")
 ALL_MODELS = TRAINED + ("pinnersage",) + BASELINES
 VARIANTS = {"cr": ("source", "item"), "dcm": ("no-vafpi", "no-sar", "k2", "k4"), "itemknn": ("sum", "max"),
             "pretrained": ("mean", "max")}

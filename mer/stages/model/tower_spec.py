@@ -15,8 +15,10 @@ class TowerSpec:
     # Where a training row's condition comes from: None = the tower takes no condition; "logged" = the row's
     # logged condition_id (the train split and the step budget are read for rows that have one); "item" = a
     # topic sampled from the target item's topics (Lin et al.). A conditioned tower trains only on rows with a
-    # known condition and is early-stopped on validation rows with a logged condition_id.
-    condition: Literal["logged", "item"] | None = None
+    # known condition and is early-stopped on validation rows with a logged condition_id. "logged_or_item" = the
+    # logged condition where the row has one, else an item-sampled topic: every row trains, and the rows
+    # the logging knows about carry what the user actually came for.
+    condition: Literal["logged", "item", "logged_or_item"] | None = None
     multi_interest: bool = False  # K = train.k_im embeddings per user (else one; CR: one per condition)
     overrides: dict = field(default_factory=dict)  # TowerConfig fields the variant sets (e.g. {"sar": False})
 

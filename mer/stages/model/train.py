@@ -155,8 +155,50 @@ def build_net(cfg: MerConfig, ds: str, model: str, variant: str | None, catalog,
                       id_vocab_size=len(id_vocab))
     net = TwoTower(tc)
     if len(id_vocab):
-        net.item.summarize.fields.id_vocab.copy_(torch.from_numpy(id_vocab))
+        fields = net.item.summarize.fields
+        fields.id_vocab.copy_(torch.from_numpy(id_vocab))
+        if cfg.train.id_init == "item_factors":
+            init_id_embeddings(fields.ids.weight, id_vocab, item_factor_rows(cfg, ds))
     return net
+
+
+def item_factor_rows(cfg: MerConfig, ds: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """(sorted item ids, factor rows) of the item_factors partition; None when the build wrote none."""
+    path = cfg.table("item_factors") / f"ds={ds}"
+    if not path.is_dir():
+        log.warning("item_factors missing for ds=%s: item-id embeddings start random (run `mer build`)", ds)
+        return None
+    t = read_partition(cfg.table("item_factors"), ds, columns=["item_id", "factors"])
+    ids = t.column("item_id").to_numpy(zero_copy_only=False).astype(np.int64)
+    rows = np.stack(t.column("factors").to_numpy(zero_copy_only=False)).astype(np.float32) if len(ids) else \
+        np.zeros((0, 0), np.float32)
+    order = np.argsort(ids, kind="stable")
+    return ids[order], rows[order]
+
+
+@torch.no_grad()
+def init_id_embeddings(weight: torch.Tensor, vocab: np.ndarray, factors: tuple[np.ndarray, np.ndarray] | None) -> int:
+    """Start vocabulary rows (weight row 1 + position in vocab) from their ALS factors; returns how many.
+
+    Factors are rescaled so their mean row norm equals the random init's (std 0.1 per component): the id
+    field then enters the tower at the scale the other fields were initialised for. A factor of another width
+    is cut or zero-padded; vocabulary items without a factor keep their random row.
+    """
+    if factors is None or not len(factors[0]):
+        return 0
+    ids, rows = factors
+    width = weight.shape[1]
+    rows = rows[:, :width] if rows.shape[1] >= width else np.pad(rows, ((0, 0), (0, width - rows.shape[1])))
+    pos = np.clip(np.searchsorted(ids, vocab), 0, len(ids) - 1)
+    hit = ids[pos] == vocab
+    if not hit.any():
+        return 0
+    chosen = rows[pos[hit]]
+    norm = float(np.linalg.norm(chosen, axis=1).mean())
+    if norm > 0:
+        chosen = chosen * (0.1 * math.sqrt(width) / norm)
+    weight[1 + np.flatnonzero(hit)] = torch.from_numpy(chosen.astype(np.float32))
+    return int(hit.sum())
 
 
 def step_budget(cfg: MerConfig, ds: str, spec: TowerSpec, world: int = 1) -> tuple[int, int, int]:
@@ -205,6 +247,17 @@ def run(cfg: MerConfig, ds: str, model: str, variant: str | None = None) -> dict
     if fit["rank"] > 0:  # only rank 0 writes the model folder
         return {k: v for k, v in fit.items() if k not in ("net", "curve")}
     return save_artifacts(cfg, ds, fit["model"], fit["net"], fit["net"].c, fit["curve"], fit["extra"])
+
+
+def row_conditions(spec: TowerSpec, table, catalog, rng: np.random.Generator) -> np.ndarray | None:
+    """The condition each train row carries, when it is not simply the logged one (None = use condition_id)."""
+    if spec.condition not in ("item", "logged_or_item"):
+        return None
+    sampled = sample_item_conditions(table, catalog, rng)
+    if spec.condition == "item":
+        return sampled
+    logged = table.column("condition_id").fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+    return np.where(logged >= 0, logged, sampled)
 
 
 def train_tower(cfg: MerConfig, ds: str, model: str, variant: str | None) -> dict:
@@ -271,7 +324,7 @@ def train_tower(cfg: MerConfig, ds: str, model: str, variant: str | None) -> dic
             for i, table in enumerate(bar):
                 if world > 1 and i % world != rank:
                     continue
-                cond = sample_item_conditions(table, catalog, cond_rng) if spec.condition == "item" else None
+                cond = row_conditions(spec, table, catalog, cond_rng)
                 batch = make_batch(table, catalog, tc.history_len, cond)
                 keep = batch.target_rows.numpy() > 0
                 if spec.conditioned:

@@ -22,6 +22,7 @@ partition ds of its warehouse table:
 - ``item_frequency``: positives per item over the train split, prob = count / total (logQ).
 - ``eval_corpus``: the ``eval_corpus_size`` items with most positives before the eval days (ties by item_id).
 - ``item_neighbors``: item-kNN over the train split, cosine co-engagement (mer/stages/spark_jobs/item_neighbors.py).
+- ``item_factors``: implicit-ALS item factors over the train split (mer/stages/spark_jobs/item_factors.py).
 
 How the history is built (no Python UDFs, bounded memory per row): engaged events are
 hash-partitioned by user once; events sharing (user, event_ts) are grouped into one row holding
@@ -35,6 +36,7 @@ import time
 
 from mer.base.config import MerConfig
 from mer.base.errors import ContractError, validate_ds
+from mer.stages.spark_jobs.item_factors import item_factors
 from mer.stages.spark_jobs.item_neighbors import item_neighbors
 
 
@@ -252,6 +254,9 @@ def build(spark, cfg: MerConfig, ds: str, events, source_interest, items) -> dic
     pairs_from = read_table(spark, cfg, "training_examples", ds).select("user_id", "item_id", "event_ts", "split")
     neighbors = item_neighbors(pairs_from, top_m=b.neighbors_top_m, max_items_per_user=b.neighbors_max_items_per_user)
     write_table(neighbors, cfg, "item_neighbors", ds)
+    factors = item_factors(pairs_from, rank=b.als_rank, reg=b.als_reg, alpha=b.als_alpha, max_iter=b.als_iters,
+                           seed=b.als_seed)
+    write_table(factors, cfg, "item_factors", ds)
 
     # Summary from the written files with pyarrow: no Spark job for a handful of numbers.
     stats = (
@@ -272,6 +277,7 @@ def build(spark, cfg: MerConfig, ds: str, events, source_interest, items) -> dic
         "item_frequency": count_rows(cfg, "item_frequency", ds),
         "eval_corpus": count_rows(cfg, "eval_corpus", ds),
         "item_neighbors": count_rows(cfg, "item_neighbors", ds),
+        "item_factors": count_rows(cfg, "item_factors", ds),
     }
 
 
