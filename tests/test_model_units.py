@@ -67,6 +67,79 @@ def test_route_assigns_each_item_to_its_nearest_centroid_with_sar():
     assert (b[0, 0, :2] > 0).all() and b[0, 1, 2] > 0
 
 
+def test_route_weights_positions_in_the_centroid_not_in_the_assignment():
+    # one centroid takes all three items (iters=1: the assignment is from c0); with weights (1, 1, 2) the
+    # centroid before squash is e0 + e1 + 2 e2 = (1.9, 2.1) instead of (1.9, 1.1); b is unchanged.
+    e = torch.tensor([[[1.0, 0], [0.9, 0.1], [0, 1.0]]])
+    c0 = torch.tensor([[[1.0, 1.0]]])
+    ones, one = torch.ones(1, 3, dtype=torch.bool), torch.ones(1, 1, dtype=torch.bool)
+    c_plain, b_plain = route(e, c0, ones, one, 1, sar=True)
+    c_w, b_w = route(e, c0, ones, one, 1, sar=True, weight=torch.tensor([1.0, 1.0, 2.0]))
+    assert torch.equal(b_plain, b_w)
+    w = b_plain[0, 0]  # softmax over one centroid: 1 for every item
+    assert torch.allclose(c_plain[0, 0], squash(torch.tensor([1.9, 1.1]) * w[0]))
+    assert torch.allclose(c_w[0, 0], squash(torch.tensor([1.9, 2.1]) * w[0]))
+
+
+@pytest.mark.parametrize("model", ["single", "dcm"])
+def test_recency_weights_start_neutral(model):
+    # recency adds a parameter that starts at "every position counts the same": the first forward pass equals
+    # the tower without it (same seed, same other weights); moving the parameter changes the output.
+    from mer.stages.model.item_tower import TowerConfig
+    from mer.stages.model.zoo import TwoTower
+
+    c = TowerConfig(model=model, k=3 if model == "dcm" else 1, history_len=6, pre_dim=4)
+    torch.manual_seed(0)
+    plain = TwoTower(c)
+    torch.manual_seed(0)
+    rec = TwoTower(TowerConfig(**{**c.to_dict(), "recency": True}))
+    rec.load_state_dict(plain.state_dict(), strict=False)
+    B, L = 5, 6
+    g = torch.Generator().manual_seed(1)
+    inputs = (torch.randn(B, L, 4, generator=g), torch.zeros(B, L), torch.randint(0, 8, (B, L), generator=g),
+              torch.randint(0, 8, (B, L), generator=g), torch.randint(0, 4, (B, L), generator=g),
+              torch.randint(0, 9, (B, L), generator=g), torch.ones(B, L, dtype=torch.bool),
+              torch.ones(B, L, dtype=torch.bool), torch.zeros(B, dtype=torch.long))
+    with torch.no_grad():
+        assert torch.allclose(plain.user(*inputs)[0], rec.user(*inputs)[0], atol=1e-6)
+        param = rec.user.pos_bias if model == "single" else rec.user.pos
+        param.copy_(torch.linspace(-3, 3, L))
+        assert not torch.allclose(plain.user(*inputs)[0], rec.user(*inputs)[0], atol=1e-4)
+
+
+def test_item_tower_encodes_each_distinct_item_once_in_training_with_the_same_values_and_gradients():
+    from mer.stages.model.item_tower import ItemTower, TowerConfig
+
+    torch.manual_seed(0)
+    c = TowerConfig(pre_dim=4, id_vocab_size=3)
+    tower = ItemTower(c)
+    tower.summarize.fields.id_vocab.copy_(torch.tensor([5, 7, 9]))
+    # [B=3, L=4] slots of 4 distinct items (ids 5, 7, 11 and -1 padding), each id with its own fixed features
+    ids = torch.tensor([[5, 7, 5, -1], [7, 7, 11, -1], [5, 11, -1, -1]])
+    feats = {5: (0.1, 1, 2, 1), 7: (-0.3, 2, 3, 2), 11: (0.7, 3, 1, 0), -1: (0.0, 0, 0, 0)}
+    pre = torch.stack([torch.full((4,), feats[int(i)][0]) for i in ids.flatten()]).view(3, 4, 4)
+    missing = (ids == -1).float()
+    cat, creator, topic = (torch.tensor([[feats[int(i)][k] for i in row] for row in ids]) for k in (1, 2, 3))
+    args = (pre, missing, cat, creator, topic, ids)
+    calls = []
+    hook = tower.summarize.register_forward_hook(lambda m, inp, out: calls.append(inp[0].shape[0]))
+    tower.train()
+    out_train = tower(*args)
+    assert calls == [4]  # 12 slots, 4 distinct ids: encoded once each
+    (out_train * torch.arange(64.0)).sum().backward()
+    g_train = {n: p.grad.clone() for n, p in tower.named_parameters() if p.grad is not None}
+    tower.zero_grad()
+    tower.eval()  # eval mode encodes every slot (what scoring and export run)
+    out_eval = tower(*args)
+    assert calls[-1] == 3 and out_eval.shape == out_train.shape == (3, 4, 64)
+    assert torch.allclose(out_train, out_eval, atol=1e-6)
+    (out_eval * torch.arange(64.0)).sum().backward()
+    for n, p in tower.named_parameters():
+        if n in g_train:
+            assert torch.allclose(g_train[n], p.grad, rtol=1e-4, atol=1e-4), n
+    hook.remove()
+
+
 @pytest.mark.parametrize("v", [[3.0, 4.0], [0.1, 0.0], [1.0, 1.0, 1.0]])
 def test_squash_norm(v):
     t = torch.tensor(v)

@@ -108,13 +108,22 @@ def test_no_conditioned_validation_rows_is_a_clear_error(cfg):
         run(cfg, DS, "cr")
 
 
-def test_no_conditioned_train_rows_is_a_clear_error(cfg):
+def test_cr_source_without_logged_train_conditions_trains_on_item_topics(cfg):
     from mer.stages.model.train import run
 
-    _strip_conditions(cfg, "train")  # CR source trains on logged conditions: none is left
+    _strip_conditions(cfg, "train")  # no logged source interest in train: every row falls back to its item's topic
+    out = run(cfg, DS, "cr", "source")
+    assert out["steps"] > 0 and (cfg.run_dir(DS) / "models" / "cr" / "config.json").is_file()
+
+
+def test_no_conditioned_train_rows_is_a_clear_error(cfg, monkeypatch):
+    from mer.stages.model import train
+
+    _strip_conditions(cfg, "train")  # nothing logged, and (below) no item has a topic to fall back to
+    monkeypatch.setattr(train, "sample_item_conditions", lambda table, *a: np.full(table.num_rows, -1, np.int64))
     with pytest.raises(ContractError, match=r"training_examples: no usable train rows \(split='train'\) for "
                                             rf"model cr in ds={DS} \(it needs rows with a known condition_id\)"):
-        run(cfg, DS, "cr", "source")
+        train.run(cfg, DS, "cr", "source")
     assert not (cfg.run_dir(DS) / "models" / "cr").exists()
 
 

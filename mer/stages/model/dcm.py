@@ -58,8 +58,11 @@ def single_assignment(logits: torch.Tensor, dim: int = 1) -> torch.Tensor:
     return w * (logits == logits.max(dim=dim, keepdim=True).values).to(w.dtype)
 
 
-def route(e: torch.Tensor, c: torch.Tensor, item_mask: torch.Tensor, active: torch.Tensor, iters: int, sar: bool):
+def route(e: torch.Tensor, c: torch.Tensor, item_mask: torch.Tensor, active: torch.Tensor, iters: int, sar: bool,
+          weight: torch.Tensor | None = None):
     """Routing iterations: returns squashed centroids [B, K, d] and routing weights b [B, K, L].
+
+    `weight` [L] (recency): how much each history position counts in a centroid (Eq 2's sum), not in b.
 
     Only the last iteration is differentiated (earlier ones refine the assignment without a graph),
     the usual stop-gradient in capsule routing: same forward values, a cheaper backward.
@@ -70,7 +73,8 @@ def route(e: torch.Tensor, c: torch.Tensor, item_mask: torch.Tensor, active: tor
         logits = logits.masked_fill(~active.unsqueeze(-1), -1e9)  # inactive centroids take no item
         b = single_assignment(logits) if sar else torch.softmax(logits, dim=1)  # Eq 7 / Eq 1
         b = b * item_mask.unsqueeze(1).to(b.dtype)  # padding routes nowhere
-        return squash(torch.einsum("bkl,bld->bkd", b, e)), b  # Eq 2 + Eq 3
+        bw = b if weight is None else b * weight
+        return squash(torch.einsum("bkl,bld->bkd", bw, e)), b  # Eq 2 + Eq 3
 
     with torch.no_grad():
         ed, cd = e.detach(), c.detach()
@@ -97,6 +101,8 @@ class DCMTower(nn.Module):
         self.c = c
         self.summarize = history_encoder(c, item)
         self.head = mlp(c.dim, c.hidden_dim, c.dim)
+        if c.recency:  # 2 sigmoid(p): every position counts 1 at the start; training learns what recency is worth
+            self.pos = nn.Parameter(torch.zeros(c.history_len))
 
     def forward(self, pre, missing, cat, creator, topic, ids, mask, valid, cond):
         e = self.summarize(pre, missing, cat, creator, topic, ids)  # Eq 4, [B, L, d]
@@ -108,7 +114,8 @@ class DCMTower(nn.Module):
         members = mask
         if self.c.route_valid:
             members = torch.where((mask & valid).any(1, keepdim=True), mask & valid, mask)
-        c, b = route(e, c0, members, active, self.c.routing_iters, self.c.sar)
+        weight = 2 * torch.sigmoid(self.pos[-e.shape[1]:]) if self.c.recency else None
+        c, b = route(e, c0, members, active, self.c.routing_iters, self.c.sar, weight)
         importance = b.sum(-1) * active.to(b.dtype)  # 3.5: cluster importance = sum_i b_ij
         o = F.normalize(c + self.head(c), dim=-1)
         return o, importance

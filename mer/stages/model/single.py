@@ -27,11 +27,16 @@ class SingleTower(nn.Module):
         self.summarize = history_encoder(c, item)
         self.attn = nn.Linear(c.dim, 1)
         self.head = mlp(2 * c.dim, c.hidden_dim, c.dim)
+        if c.recency:  # attention logit bias per history position: recent items can weigh more
+            self.pos_bias = nn.Parameter(torch.zeros(c.history_len))
 
     def forward(self, pre, missing, cat, creator, topic, ids, mask, valid, cond):
         e = self.summarize(pre, missing, cat, creator, topic, ids)  # [B, L, d]
         use = mask & valid
-        w = masked_softmax(self.attn(torch.tanh(e)).squeeze(-1), use, dim=1)  # [B, L]
+        logits = self.attn(torch.tanh(e)).squeeze(-1)
+        if self.c.recency:
+            logits = logits + self.pos_bias[-e.shape[1]:]
+        w = masked_softmax(logits, use, dim=1)  # [B, L]
         pooled = torch.cat([(w.unsqueeze(-1) * e).sum(1), masked_mean(e, use)], dim=-1)
         o = F.normalize(self.head(pooled), dim=-1).unsqueeze(1)  # [B, 1, d]
         return o, torch.ones(o.shape[:2], dtype=o.dtype)
