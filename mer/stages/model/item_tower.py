@@ -145,10 +145,12 @@ class ItemTower(nn.Module):
             flat = ids.reshape(-1)
             uniq, inv = torch.unique(flat, return_inverse=True)
             if len(uniq) < len(flat):
-                first = torch.zeros(len(uniq), dtype=torch.long).scatter_(0, inv, torch.arange(len(flat)))
+                first = torch.full((len(uniq),), len(flat), dtype=torch.long).scatter_reduce_(
+                    0, inv, torch.arange(len(flat)), reduce="amin")  # each id's first slot: deterministic
                 lead = ids.dim()
                 rows = [x.reshape(len(flat), *x.shape[lead:])[first] for x in (pre, missing, cat, creator, topic, flat)]
-                return self._encode(*rows)[inv].reshape(*ids.shape, -1)
+                # F.embedding's backward sums the repeats deterministically (indexing's backward does not)
+                return F.embedding(inv, self._encode(*rows)).reshape(*ids.shape, -1)
         return self._encode(pre, missing, cat, creator, topic, ids)
 
     def _encode(self, pre, missing, cat, creator, topic, ids) -> torch.Tensor:
