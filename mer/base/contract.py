@@ -256,8 +256,8 @@ TABLE_DESCRIPTIONS: dict[str, str] = {
     "item_frequency": "Positives per item over the train split (logQ sampling correction).",
     "eval_corpus": "The items with the most positives before the eval day: the candidate set scored in evaluation.",
     "item_neighbors": "Item-kNN over the train split (the itemknn baseline).",
-    "item_factors": "Implicit-ALS item factors over the train split (Spark MLlib): where the towers' item-id "
-                    "embeddings start.",
+    "item_factors": "Implicit-ALS item factors over the train split (Spark MLlib): the als baseline; optionally "
+                    "where the towers' item-id embeddings start (train.id_init).",
     "item_embeddings": "Item tower output per blessed model (Spark inference); input of the index build. Files are "
                        "bucketed by index shard (`shard-SSSSS-of-NNNNN.part-PPPPP.parquet`), so shard i's build reads "
                        "only its own files; together they read as one table.",

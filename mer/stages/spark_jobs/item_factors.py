@@ -9,9 +9,9 @@ Written by ``mer build`` (mer/stages/spark_jobs/training_data.py) from the writt
 - ids are mapped to dense integers with MLlib's StringIndexer (ALS needs 32-bit ids; ours are int64),
   ordered alphabetically so the same rows give the same indices and, with the seed, the same factors.
 
-The towers start their learned item-id embeddings from these rows (mer/stages/model/train.py): the paper's
-towers consume graph-trained pretrained embeddings, which carry co-engagement; ours learn it from the
-first step instead of from a random table.
+Read by the ``als`` simple baseline (mer/stages/model/baselines.py) and, with ``train.id_init=item_factors``, as
+the starting rows of the towers' learned item-id embeddings (mer/stages/model/train.py; off by default: the
+validation-day measurements are in bench/RESULTS.md).
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from __future__ import annotations
 def item_factors(examples, *, rank: int, reg: float, alpha: float, max_iter: int, seed: int):
     """training_examples rows (user_id, item_id, split) -> ITEM_FACTORS rows (item_id, factors)."""
     from pyspark.ml.feature import StringIndexer
+    from pyspark.ml.recommendation import ALS
     from pyspark.sql import functions as F
 
     counts = (
@@ -34,8 +35,6 @@ def item_factors(examples, *, rank: int, reg: float, alpha: float, max_iter: int
     indexer = StringIndexer(inputCols=["user", "item"], outputCols=["u", "i"], stringOrderType="alphabetAsc")
     indexed = indexer.fit(counts).transform(counts).select(
         F.col("u").cast("int").alias("u"), F.col("i").cast("int").alias("i"), "r", "item_id")
-    from pyspark.ml.recommendation import ALS
-
     als = ALS(rank=int(rank), maxIter=int(max_iter), regParam=float(reg), alpha=float(alpha), implicitPrefs=True,
               userCol="u", itemCol="i", ratingCol="r", seed=int(seed), nonnegative=False)
     model = als.fit(indexed)
