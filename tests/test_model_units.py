@@ -140,6 +140,55 @@ def test_item_tower_encodes_each_distinct_item_once_in_training_with_the_same_va
     hook.remove()
 
 
+def _zero_last_layers(*seqs):
+    with torch.no_grad():
+        for seq in seqs:
+            seq[-1].weight.zero_()
+            seq[-1].bias.zero_()
+
+
+def test_item_tower_pretrained_path_alone_gives_the_pretrained_cosines():
+    # With the field MLP's output layers at zero, psi(i) = normalize(W pre_i): with W the identity, two items
+    # score exactly their pretrained cosine, and an item with no pretrained embedding (zeros) maps to zero.
+    from mer.stages.model.item_tower import ItemTower, TowerConfig
+
+    c = TowerConfig(pre_dim=4, dim=4)
+    tower = ItemTower(c).eval()
+    _zero_last_layers(tower.summarize.mlp, tower.out)
+    with torch.no_grad():
+        tower.pre_skip.weight.copy_(torch.eye(4))
+    pre = torch.tensor([[3.0, 4.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    z = torch.zeros(3, dtype=torch.long)
+    with torch.no_grad():
+        e = tower(pre, torch.tensor([0.0, 0.0, 1.0]), z, z, z, z)
+    assert torch.allclose(e[0], torch.tensor([0.6, 0.8, 0.0, 0.0]), atol=1e-6)
+    assert float(e[0] @ e[1]) == pytest.approx(0.8, abs=1e-6)  # cos((3, 4), (0, 1))
+    assert torch.allclose(e[2], torch.zeros(4))
+
+
+def test_single_tower_is_a_residual_on_the_attended_history():
+    # With its MLP's output layer at zero and flat attention, single's user embedding is the normalised mean of
+    # its valid history items' embeddings (padding and hidden/invalid slots excluded).
+    from mer.stages.model.item_tower import TowerConfig
+    from mer.stages.model.zoo import TwoTower
+
+    net = TwoTower(TowerConfig(model="single", k=1, history_len=3, pre_dim=4, dim=4, history_encoder="item_tower"))
+    net.eval()
+    _zero_last_layers(net.item.summarize.mlp, net.item.out, net.user.head)
+    with torch.no_grad():
+        net.item.pre_skip.weight.copy_(torch.eye(4))
+        net.user.attn.weight.zero_()
+    pre = torch.tensor([[[9.0, 9.0, 9.0, 9.0], [1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0]]])
+    z = torch.zeros(1, 3, dtype=torch.long)
+    mask = torch.tensor([[False, True, True]])
+    with torch.no_grad():
+        o, imp = net.user(pre, torch.zeros(1, 3), z, z, z, z, mask, torch.ones(1, 3, dtype=torch.bool),
+                          torch.zeros(1, dtype=torch.long))
+    s = 0.5 ** 0.5
+    assert torch.allclose(o[0, 0], torch.tensor([s, s, 0.0, 0.0]), atol=1e-6)
+    assert imp.tolist() == [[1.0]]
+
+
 @pytest.mark.parametrize("v", [[3.0, 4.0], [0.1, 0.0], [1.0, 1.0, 1.0]])
 def test_squash_norm(v):
     t = torch.tensor(v)

