@@ -5,6 +5,6 @@ TRAINED = ("single", "dcm", "mind", "sa", "token", "cr")  # user towers (mer/sta
 # Non-neural baselines (mer/stages/model/baselines.py): fitted on the train split, scored and compared like the towers.
 BASELINES = ("popularity", "itemknn", "pretrained", "als", "inverted")
 ALL_MODELS = TRAINED + ("pinnersage",) + BASELINES
-VARIANTS = {"cr": ("source", "item"), "dcm": ("no-vafpi", "no-sar", "k2", "k4"), "itemknn": ("sum", "max"),
+VARIANTS = {"cr": ("source", "item", "logged"), "dcm": ("no-vafpi", "no-sar", "k2", "k4"), "itemknn": ("sum", "max"),
             "pretrained": ("mean", "max")}
 DEFAULT_VARIANT = {"cr": "source", "itemknn": "sum", "pretrained": "mean"}
