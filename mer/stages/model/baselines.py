@@ -57,7 +57,7 @@ from scipy import sparse
 from mer.base.config import MerConfig
 from mer.base.errors import ContractError, validate_ds
 from mer.base.io import read_partition, swap_in
-from mer.stages.model.data import Catalog
+from mer.stages.model.data import Catalog, factor_arrays
 
 ScoreFn = Callable[[slice, np.ndarray], np.ndarray]
 
@@ -264,13 +264,11 @@ def unit_space(catalog: Catalog) -> np.ndarray:
 
 def factor_space(table: pa.Table, catalog: Catalog) -> np.ndarray:
     """item_factors rows -> unit factors by catalog row (items the catalog lacks are dropped; no factor: 0)."""
-    factors = table.column("factors").to_pylist()
-    width = len(factors[0]) if factors else 0
-    space = np.zeros((catalog.n_rows, width), np.float32)
-    rows = catalog.rows(table.column("item_id").to_numpy(zero_copy_only=False).astype(np.int64))
+    ids, factors = factor_arrays(table)
+    space = np.zeros((catalog.n_rows, factors.shape[1]), np.float32)
+    rows = catalog.rows(ids)
     keep = rows > 0
-    if keep.any():
-        space[rows[keep]] = np.asarray([f for f, k in zip(factors, keep) if k], dtype=np.float32)
+    space[rows[keep]] = factors[keep]
     return unit_rows(space)
 
 

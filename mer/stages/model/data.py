@@ -366,6 +366,17 @@ def item_probabilities(cfg: MerConfig, ds: str, catalog: Catalog) -> np.ndarray 
     return prob
 
 
+def factor_arrays(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """item_factors rows -> (item ids [n] int64, factors [n, width] float32; width 0 when there are none).
+
+    The one reader of the table's list column: the id-embedding start (train.py) and the als baseline
+    (baselines.py) both take their arrays from here."""
+    ids = table.column("item_id").to_numpy(zero_copy_only=False).astype(np.int64)
+    if not len(ids):
+        return ids, np.zeros((0, 0), np.float32)
+    return ids, np.stack(table.column("factors").to_numpy(zero_copy_only=False)).astype(np.float32)
+
+
 def corpus_rows(cfg: MerConfig, ds: str, catalog: Catalog) -> np.ndarray:
     t = read_partition(cfg.table("eval_corpus"), ds, columns=["item_id", "rank"]).sort_by("rank")
     rows = catalog.rows(t.column("item_id").to_numpy(zero_copy_only=False).astype(np.int64))

@@ -34,6 +34,7 @@ from mer.base.io import read_partition, swap_in
 from mer.stages.model.data import (
     corpus_rows,
     examples_dataset,
+    factor_arrays,
     item_probabilities,
     load_catalog,
     load_topic_vocab,
@@ -168,10 +169,7 @@ def item_factor_rows(cfg: MerConfig, ds: str) -> tuple[np.ndarray, np.ndarray] |
     if not path.is_dir():
         log.warning("item_factors missing for ds=%s: item-id embeddings start random (run `mer build`)", ds)
         return None
-    t = read_partition(cfg.table("item_factors"), ds, columns=["item_id", "factors"])
-    ids = t.column("item_id").to_numpy(zero_copy_only=False).astype(np.int64)
-    rows = np.stack(t.column("factors").to_numpy(zero_copy_only=False)).astype(np.float32) if len(ids) else \
-        np.zeros((0, 0), np.float32)
+    ids, rows = factor_arrays(read_partition(cfg.table("item_factors"), ds, columns=["item_id", "factors"]))
     order = np.argsort(ids, kind="stable")
     return ids[order], rows[order]
 
