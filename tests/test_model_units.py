@@ -152,7 +152,7 @@ def test_item_tower_pretrained_path_alone_gives_the_pretrained_cosines():
     # score exactly their pretrained cosine, and an item with no pretrained embedding (zeros) maps to zero.
     from mer.stages.model.item_tower import ItemTower, TowerConfig
 
-    c = TowerConfig(pre_dim=4, dim=4)
+    c = TowerConfig(pre_dim=4, dim=4, pre_skip=True)
     tower = ItemTower(c).eval()
     _zero_last_layers(tower.summarize.mlp, tower.out)
     with torch.no_grad():
@@ -172,7 +172,8 @@ def test_single_tower_is_a_residual_on_the_attended_history():
     from mer.stages.model.item_tower import TowerConfig
     from mer.stages.model.zoo import TwoTower
 
-    net = TwoTower(TowerConfig(model="single", k=1, history_len=3, pre_dim=4, dim=4, history_encoder="item_tower"))
+    net = TwoTower(TowerConfig(model="single", k=1, history_len=3, pre_dim=4, dim=4, history_encoder="item_tower",
+                               pre_skip=True, residual=True))
     net.eval()
     _zero_last_layers(net.item.summarize.mlp, net.item.out, net.user.head)
     with torch.no_grad():
@@ -187,6 +188,30 @@ def test_single_tower_is_a_residual_on_the_attended_history():
     s = 0.5 ** 0.5
     assert torch.allclose(o[0, 0], torch.tensor([s, s, 0.0, 0.0]), atol=1e-6)
     assert imp.tolist() == [[1.0]]
+
+
+def test_a_saved_config_without_the_newer_switches_rebuilds_the_older_architecture():
+    # config.json files written before pre_skip / residual existed lack the keys: they must rebuild the modules
+    # their weights were trained with (no pre_skip weight; single's output is normalize(MLP) alone), while
+    # training turns both on from cfg.train.
+    from mer.base.config import load_config
+    from mer.stages.model.item_tower import TowerConfig
+    from mer.stages.model.zoo import TwoTower, tower_config
+
+    old = {k: v for k, v in TowerConfig(model="single", pre_dim=4).to_dict().items() if k not in ("pre_skip", "residual")}
+    net = TwoTower(TowerConfig(**old))
+    assert not any("pre_skip" in n for n in net.state_dict())
+    new = tower_config(load_config(), "single", None, pre_dim=4, topic_vocab=[1, 2])
+    assert new.pre_skip and new.residual
+    assert any("pre_skip" in n for n in TwoTower(new).state_dict())
+    # the older single: with its MLP's output at zero the user embedding is zero (no residual to fall back on)
+    net.eval()
+    _zero_last_layers(net.user.head)
+    z = torch.zeros(1, 50, dtype=torch.long)
+    with torch.no_grad():
+        o, _ = net.user(torch.randn(1, 50, 4), torch.zeros(1, 50), z, z, z, z, torch.ones(1, 50, dtype=torch.bool),
+                        torch.ones(1, 50, dtype=torch.bool), torch.zeros(1, dtype=torch.long))
+    assert torch.allclose(o, torch.zeros_like(o))
 
 
 @pytest.mark.parametrize("v", [[3.0, 4.0], [0.1, 0.0], [1.0, 1.0, 1.0]])

@@ -48,6 +48,10 @@ class TowerConfig:
     route_valid: bool = True  # DCM: route only valid, non-negative history items into the clusters
     history_encoder: str = "item_tower"  # "item_tower": history items are encoded by psi itself; "summarize": Eq 4
     recency: bool = False  # single / DCM: a learned weight per history position (slot L-1 = most recent)
+    # Defaults False = the architecture before these existed, so a saved config.json without them rebuilds the
+    # exact modules its weights were trained with; training sets them from cfg.train (zoo.tower_config).
+    pre_skip: bool = False  # item tower: + a linear map of the pretrained embedding into the output
+    residual: bool = False  # single: output = normalize(attended history + MLP(...)) instead of normalize(MLP(...))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -130,7 +134,7 @@ class Summarize(nn.Module):
 
 
 class ItemTower(nn.Module):
-    """psi(i): item fields -> MLP, plus a linear map of the pretrained embedding -> L2-normalised [.., d].
+    """psi(i): item fields -> MLP, plus (pre_skip) a linear map of the pretrained embedding -> L2-normalised [.., d].
 
     The linear path keeps the pretrained space's geometry within reach of every tower (where the pretrained
     embeddings carry the signal, the mean of a history's pretrained embeddings is a strong baseline that the
@@ -142,7 +146,8 @@ class ItemTower(nn.Module):
         super().__init__()
         self.summarize = Summarize(c)
         self.out = nn.Sequential(nn.GELU(), nn.Linear(c.dim, c.dim))
-        self.pre_skip = nn.Linear(c.pre_dim, c.dim, bias=False)  # zeros (a missing embedding) map to zero
+        # zeros (a missing embedding) map to zero
+        self.pre_skip = nn.Linear(c.pre_dim, c.dim, bias=False) if c.pre_skip else None
 
     def forward(self, pre, missing, cat, creator, topic, ids) -> torch.Tensor:
         if self.training and ids.numel() > 1:
@@ -162,7 +167,10 @@ class ItemTower(nn.Module):
 
     def _encode(self, pre, missing, cat, creator, topic, ids) -> torch.Tensor:
         e = self.summarize(pre, missing, cat, creator, topic, ids)
-        return F.normalize(e + self.out(e) + self.pre_skip(pre), dim=-1)
+        e = e + self.out(e)
+        if self.pre_skip is not None:
+            e = e + self.pre_skip(pre)
+        return F.normalize(e, dim=-1)
 
 
 def history_encoder(c: TowerConfig, item: nn.Module | None) -> nn.Module:
