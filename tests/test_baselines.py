@@ -160,6 +160,15 @@ FACTORS = pa.table({"item_id": [1, 2, 3, 4, 5, 99], "factors": [[1.0, 0.0], [0.0
                                                                  [0.0, -1.0], [1.0, 1.0]]}, schema=ITEM_FACTORS)
 
 
+def test_catalog_pretrained_embeddings_are_unit_length():
+    # (2, 2) -> (0.707, 0.707), (3, 4) -> (0.6, 0.8); unit ones unchanged; a missing one stays zero and flagged.
+    c = catalog()
+    pre = np.asarray(c.pre)
+    assert np.allclose(pre[3], [2 ** -0.5, 2 ** -0.5]) and np.allclose(pre[6], [0.6, 0.8])
+    assert np.allclose(pre[1], [1.0, 0.0]) and np.allclose(pre[4], [-1.0, 0.0])
+    assert np.allclose(pre[5], 0.0) and np.asarray(c.missing)[5] == 1
+
+
 def test_als_baseline_is_cosine_to_the_mean_of_the_history_factors():
     cat = catalog()
     space = factor_space(FACTORS, cat)

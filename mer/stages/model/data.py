@@ -115,6 +115,11 @@ def item_arrays(table: pa.Table, pre_dim: int | None, topic_vocab: np.ndarray, c
     finite = np.isfinite(pre).all(axis=1)
     ok &= finite
     pre[~ok] = 0.0  # the paper's validity rule: a missing feature is zeroed and flagged, not guessed
+    # Unit length, as the pretrained baselines and PinnerSage compare them (cosine): a data set whose embeddings
+    # come unnormalised (norms of 10 or 1,000) then enters the towers at the scale their input layers were
+    # initialised for, not one that saturates them. Ours are unit already (synthetic, MovieLens): no change there.
+    norms = np.linalg.norm(pre, axis=1, keepdims=True)
+    pre = np.divide(pre, norms, out=np.zeros_like(pre), where=norms > 0)
     cat = table.column("category_id").to_numpy(zero_copy_only=False)
     creator = table.column("creator_id").to_numpy(zero_copy_only=False)
     cat_null = pd_isnull(cat)
