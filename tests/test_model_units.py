@@ -111,7 +111,7 @@ def test_item_tower_encodes_each_distinct_item_once_in_training_with_the_same_va
     from mer.stages.model.item_tower import ItemTower, TowerConfig
 
     torch.manual_seed(0)
-    c = TowerConfig(pre_dim=4, id_vocab_size=3)
+    c = TowerConfig(pre_dim=4, id_vocab_size=3, pre_skip=True)  # every path the trained towers run
     tower = ItemTower(c)
     tower.summarize.fields.id_vocab.copy_(torch.tensor([5, 7, 9]))
     # [B=3, L=4] slots of 4 distinct items (ids 5, 7, 11 and -1 padding), each id with its own fixed features

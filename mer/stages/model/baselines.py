@@ -57,7 +57,7 @@ from scipy import sparse
 from mer.base.config import MerConfig
 from mer.base.errors import ContractError, validate_ds
 from mer.base.io import read_partition, swap_in
-from mer.stages.model.data import Catalog, factor_arrays
+from mer.stages.model.data import Catalog, factor_arrays, unit_rows
 
 ScoreFn = Callable[[slice, np.ndarray], np.ndarray]
 
@@ -247,14 +247,6 @@ def neighbor_matrix(table: pa.Table, catalog: Catalog) -> sparse.csr_matrix:
     keep = (i > 0) & (j > 0) & (i != j)
     n = catalog.n_rows
     return sparse.csr_matrix((v[keep], (i[keep], j[keep])), shape=(n, n))
-
-
-def unit_rows(x: np.ndarray, ok: np.ndarray | None = None) -> np.ndarray:
-    """Rows scaled to unit length; rows not ok (or of norm 0) are zero."""
-    x = np.asarray(x, dtype=np.float32)
-    norm = np.linalg.norm(x, axis=1, keepdims=True)
-    ok = (norm > 0) if ok is None else (ok[:, None] & (norm > 0))
-    return np.where(ok, x / np.where(norm > 0, norm, 1.0), 0.0).astype(np.float32)
 
 
 def unit_space(catalog: Catalog) -> np.ndarray:

@@ -99,6 +99,14 @@ class Catalog:
         return tuple(t[k][rows] for k in ITEM_INPUTS)
 
 
+def unit_rows(x: np.ndarray, ok: np.ndarray | None = None) -> np.ndarray:
+    """Rows scaled to unit length; rows not ok (or of norm 0) are zero."""
+    x = np.asarray(x, dtype=np.float32)
+    norm = np.linalg.norm(x, axis=1, keepdims=True)
+    ok = (norm > 0) if ok is None else (ok[:, None] & (norm > 0))
+    return np.where(ok, x / np.where(norm > 0, norm, 1.0), 0.0).astype(np.float32)
+
+
 def item_arrays(table: pa.Table, pre_dim: int | None, topic_vocab: np.ndarray, cat_buckets: int,
                 creator_buckets: int) -> dict[str, np.ndarray]:
     """item_features rows -> feature arrays (no padding row). Shared by training and ItemEncoder."""
@@ -118,8 +126,7 @@ def item_arrays(table: pa.Table, pre_dim: int | None, topic_vocab: np.ndarray, c
     # Unit length, as the pretrained baselines and PinnerSage compare them (cosine): a data set whose embeddings
     # come unnormalised (norms of 10 or 1,000) then enters the towers at the scale their input layers were
     # initialised for, not one that saturates them. Ours are unit already (synthetic, MovieLens): no change there.
-    norms = np.linalg.norm(pre, axis=1, keepdims=True)
-    pre = np.divide(pre, norms, out=np.zeros_like(pre), where=norms > 0)
+    pre = unit_rows(pre, ok)
     cat = table.column("category_id").to_numpy(zero_copy_only=False)
     creator = table.column("creator_id").to_numpy(zero_copy_only=False)
     cat_null = pd_isnull(cat)
