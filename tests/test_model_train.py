@@ -73,7 +73,9 @@ def test_dcm_embeddings_are_not_collapsed(trained):
     emb, imp = encode_users(net, _eval_inputs(cfg, net))
     act = active_of(net, imp)
     assert act.sum(1).float().mean() > 1.5  # users with several interests get several embeddings
-    assert mean_pairwise_cosine(emb, act) < 0.8
+    # Anchored interests share the user's attended history by design (this fixture: 0.70 unanchored, 0.88
+    # anchored); a collapsed tower (every interest the same, Gumbel's failure mode) reads >= 0.99.
+    assert mean_pairwise_cosine(emb, act) < 0.95
 
 
 def test_item_encoder_is_normalised_and_deterministic(trained):
@@ -130,7 +132,7 @@ def test_evaluate_writes_metrics_and_bless_gates(trained):
     assert set(table.segment) == {"all", "core", "non_core"}
     filt = table[(table.model == "cr") & (table.metric == "filtered_hr@50")]
     assert len(filt) == 3
-    assert table[(table.model == "dcm") & (table.metric == "mean_pairwise_cos")].value.iloc[0] < 0.8
+    assert table[(table.model == "dcm") & (table.metric == "mean_pairwise_cos")].value.iloc[0] < 0.95  # not collapsed (see above)
     summary = (cfg.run_dir(DS) / "eval_summary.md").read_text()
     table, won = summary.split("## Who won", 1)
     assert table.count("| dcm |") == 1

@@ -190,6 +190,40 @@ def test_single_tower_is_a_residual_on_the_attended_history():
     assert imp.tolist() == [[1.0]]
 
 
+def test_anchored_dcm_interests_start_from_the_attended_history():
+    # With its MLP's output layer at zero, flat attention and the centroid weight at zero, every DCM interest is
+    # the normalised mean of the user's valid history (as single's known answer); with the centroid weight back
+    # at 1 each interest moves towards its own cluster, so two separated clusters give two different interests.
+    from mer.stages.model.item_tower import TowerConfig
+    from mer.stages.model.zoo import TwoTower
+
+    net = TwoTower(TowerConfig(model="dcm", k=2, history_len=3, pre_dim=4, dim=4, history_encoder="item_tower",
+                               pre_skip=True, anchor=True, recency=True))
+    net.eval()
+    _zero_last_layers(net.item.summarize.mlp, net.item.out, net.user.head)
+    with torch.no_grad():
+        net.item.pre_skip.weight.copy_(torch.eye(4))
+        net.user.anchor_attn.weight.zero_()
+        net.user.centroid_w.zero_()
+    pre = torch.tensor([[[9.0, 9.0, 9.0, 9.0], [1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0]]])
+    z = torch.zeros(1, 3, dtype=torch.long)
+    mask = torch.tensor([[False, True, True]])
+    args = (pre, torch.zeros(1, 3), z, z, z, z, mask, torch.ones(1, 3, dtype=torch.bool), torch.zeros(1, dtype=torch.long))
+    with torch.no_grad():
+        o, imp = net.user(*args)
+    s = 0.5 ** 0.5
+    assert float(imp[0, 0]) == pytest.approx(float(imp[0, 1])) and float(imp[0, 0]) > 0  # one item per cluster
+    assert torch.allclose(o[0], torch.tensor([[s, s, 0.0, 0.0]] * 2), atol=1e-6)
+    with torch.no_grad():
+        net.user.centroid_w.fill_(1.0)
+        o, _ = net.user(*args)
+    # interest 0 holds the most recent item (axis 1), interest 1 the other: each is g = (1/2, 1/2) plus its own
+    # centroid, so it leans to its item's axis, and the two mirror each other
+    a, b = o[0, 0, :2].tolist()
+    assert b > a > 0 and o[0, 0, 2:].abs().max() < 1e-6
+    assert torch.allclose(o[0, 1], o[0, 0][[1, 0, 2, 3]], atol=1e-6)
+
+
 def test_a_saved_config_without_the_newer_switches_rebuilds_the_older_architecture():
     # config.json files written before pre_skip / residual existed lack the keys: they must rebuild the modules
     # their weights were trained with (no pre_skip weight; single's output is normalize(MLP) alone), while
@@ -198,12 +232,19 @@ def test_a_saved_config_without_the_newer_switches_rebuilds_the_older_architectu
     from mer.stages.model.item_tower import TowerConfig
     from mer.stages.model.zoo import TwoTower, tower_config
 
-    old = {k: v for k, v in TowerConfig(model="single", pre_dim=4).to_dict().items() if k not in ("pre_skip", "residual")}
+    newer = ("pre_skip", "residual", "anchor")
+    old = {k: v for k, v in TowerConfig(model="single", pre_dim=4).to_dict().items() if k not in newer}
     net = TwoTower(TowerConfig(**old))
     assert not any("pre_skip" in n for n in net.state_dict())
     new = tower_config(load_config(), "single", None, pre_dim=4, topic_vocab=[1, 2])
     assert new.pre_skip and new.residual
     assert any("pre_skip" in n for n in TwoTower(new).state_dict())
+    # DCM likewise: an old config has no anchor (its head reads c_j alone); training anchors the interests
+    old_dcm = {k: v for k, v in TowerConfig(model="dcm", k=3, pre_dim=4).to_dict().items() if k not in newer}
+    names = TwoTower(TowerConfig(**old_dcm)).state_dict()
+    assert not any("anchor" in n for n in names) and names["user.head.0.weight"].shape[1] == old_dcm["dim"]
+    new_dcm = tower_config(load_config(), "dcm", None, pre_dim=4, topic_vocab=[1, 2])
+    assert new_dcm.anchor and "user.anchor_w" in TwoTower(new_dcm).state_dict()
     # the older single: with its MLP's output at zero the user embedding is zero (no residual to fall back on)
     net.eval()
     _zero_last_layers(net.user.head)

@@ -4,7 +4,8 @@
     c_j   = validity-aware farthest-point init          Eq 5 / 6
     b_ij  = softmax_j(c_j^T e_i), single assignment     Eq 1 / 7
     c_j   = squash(sum_i b_ij e_i)                       Eq 2 / 3
-    o_u^j = normalize(MLP(c_j)), importance_j = sum_i b_ij (3.5)
+    o_u^j = normalize(c_j + MLP(c_j)), importance_j = sum_i b_ij (3.5)
+    anchor: o_u^j = normalize(w_g g + w_c c_j + MLP([c_j, g])), g = attended history (as single pools it)
 
 Ablations: va_fpi=False -> plain FPI over every history item; sar=False -> soft routing (Eq 1).
 """
@@ -16,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mer.stages.model.item_tower import TowerConfig, history_encoder, mlp, squash
+from mer.stages.model.item_tower import TowerConfig, history_encoder, masked_softmax, mlp, squash
 from mer.stages.model.tower_spec import TowerSpec
 
 
@@ -100,9 +101,18 @@ class DCMTower(nn.Module):
         super().__init__()
         self.c = c
         self.summarize = history_encoder(c, item)
-        self.head = mlp(c.dim, c.hidden_dim, c.dim)
+        self.head = mlp(2 * c.dim if c.anchor else c.dim, c.hidden_dim, c.dim)
         if c.recency:  # 2 sigmoid(p): every position counts 1 at the start; training learns what recency is worth
             self.pos = nn.Parameter(torch.zeros(c.history_len))
+        if c.anchor:
+            # Each interest alone (c_j + MLP(c_j)) was weaker than single's one embedding on MovieLens: the
+            # whole-history taste matters there. Anchored on it, an interest is that taste shifted towards its
+            # cluster; the weights let training decide how far (both start at 1).
+            self.anchor_attn = nn.Linear(c.dim, 1)
+            if c.recency:
+                self.anchor_pos = nn.Parameter(torch.zeros(c.history_len))
+            self.anchor_w = nn.Parameter(torch.ones(()))
+            self.centroid_w = nn.Parameter(torch.ones(()))
 
     def forward(self, pre, missing, cat, creator, topic, ids, mask, valid, cond):
         e = self.summarize(pre, missing, cat, creator, topic, ids)  # Eq 4, [B, L, d]
@@ -117,5 +127,12 @@ class DCMTower(nn.Module):
         weight = 2 * torch.sigmoid(self.pos[-e.shape[1]:]) if self.c.recency else None
         c, b = route(e, c0, members, active, self.c.routing_iters, self.c.sar, weight)
         importance = b.sum(-1) * active.to(b.dtype)  # 3.5: cluster importance = sum_i b_ij
-        o = F.normalize(c + self.head(c), dim=-1)
-        return o, importance
+        if not self.c.anchor:
+            return F.normalize(c + self.head(c), dim=-1), importance
+        logits = self.anchor_attn(torch.tanh(e)).squeeze(-1)
+        if self.c.recency:
+            logits = logits + self.anchor_pos[-e.shape[1]:]
+        w = masked_softmax(logits, members, dim=1)
+        g = (w.unsqueeze(-1) * e).sum(1, keepdim=True).expand_as(c)  # [B, K, d]
+        o = self.anchor_w * g + self.centroid_w * c + self.head(torch.cat([c, g], dim=-1))
+        return F.normalize(o, dim=-1), importance

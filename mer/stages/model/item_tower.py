@@ -52,6 +52,7 @@ class TowerConfig:
     # exact modules its weights were trained with; training sets them from cfg.train (zoo.tower_config).
     pre_skip: bool = False  # item tower: + a linear map of the pretrained embedding into the output
     residual: bool = False  # single: output = normalize(attended history + MLP(...)) instead of normalize(MLP(...))
+    anchor: bool = False  # DCM: every interest = normalize(w_g g + w_c c_j + MLP([c_j, g])), g the attended history
 
     def to_dict(self) -> dict:
         return asdict(self)

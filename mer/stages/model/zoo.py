@@ -75,7 +75,7 @@ def tower_config(cfg: MerConfig, model: str, variant: str | None, *, pre_dim: in
                     cat_buckets=t.cat_buckets, creator_buckets=t.creator_buckets, field_dim=t.field_dim,
                     hidden_dim=t.hidden_dim, dim=t.embed_dim, k=1, routing_iters=t.routing_iters,
                     history_len=cfg.build.history_len, va_fpi=t.va_fpi, sar=t.sar, gumbel_tau=t.gumbel_tau, seed=t.seed,
-                    recency=t.recency, pre_skip=t.pre_skip, residual=t.residual,
+                    recency=t.recency, pre_skip=t.pre_skip, residual=t.residual, anchor=t.anchor,
                     topic_vocab=[int(x) for x in topic_vocab], **DHEN_PRESETS[t.preset])
     spec = tower_spec(model, variant)
     if spec.multi_interest:
