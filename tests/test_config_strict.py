@@ -181,3 +181,17 @@ def test_every_mer_variable_named_in_code_is_a_config_path():
                 if name != "MER_CONFIG_FILE" and not retired_table and not _config_path(name):
                     bad.append(f"{rel}:{no}: {name}")
     assert bad == [], "\n".join(bad)
+
+
+def test_per_tower_settings_apply_to_that_tower_only(monkeypatch):
+    # train.by_model puts a tower's own settings over the shared ones (CR keeps the lower LR it needs), coerced
+    # by type like any other value; a misspelt setting there is named like any other unknown key.
+    cfg = load_config()
+    assert cfg.train.for_model("cr").lr == 3e-3 and cfg.train.for_model("dcm").lr == cfg.train.lr == 8e-3
+    monkeypatch.setenv("MER_TRAIN__BY_MODEL", '{"dcm": {"patience": "5", "lr": 0.01}}')
+    t = load_config().train
+    dcm = t.for_model("dcm")
+    assert (dcm.patience, dcm.lr) == (5, 0.01) and t.patience == 2 and t.for_model("cr").lr == t.lr
+    monkeypatch.setenv("MER_TRAIN__BY_MODEL", '{"dcm": {"lrr": 0.01}}')
+    with pytest.raises(ConfigError, match=r"train\.by_model\.dcm: unknown setting\(s\) \['lrr'\]"):
+        load_config()

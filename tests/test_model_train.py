@@ -37,6 +37,9 @@ def test_dcm_training_lowers_the_loss_and_writes_artifacts(trained):
     assert conf["k"] == cfg.train.k_im and conf["model_version"].startswith(f"dcm-{DS}-")
     curve = pd.read_csv(folder / "curve.csv")
     assert {"loss", "val_hr@100", "lr", "examples_per_s"} <= set(curve.columns)
+    # each tower trains with its own settings: CR's train.by_model LR caps its schedule, DCM's is the shared one
+    cr_lr = pd.read_csv(cfg.run_dir(DS) / "models" / "cr" / "curve.csv")["lr"].max()
+    assert cr_lr <= cfg.train.by_model["cr"]["lr"] < curve["lr"].max() <= cfg.train.lr
 
 
 def _eval_inputs(cfg, net):

@@ -2,6 +2,8 @@
 known answers for the paired bootstrap interval and the novel-record filter."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -63,6 +65,9 @@ def test_no_eval_day_row_reaches_tuning(two_roots):
     run(two_roots[0], DS, "cr", trials=1)  # another model's trials join the partition; single's stay
     trials = read_partition(two_roots[0].table("tune_trials"), DS).to_pylist()
     assert sorted(r["model"] for r in trials) == ["cr", "single", "single"]
+    # trial 0 is each tower's own current settings: CR's searched from its by_model LR, single's from the shared
+    lr0 = {r["model"]: json.loads(r["params"])["lr"] for r in trials if r["trial"] == 0}
+    assert lr0 == {"cr": two_roots[0].train.by_model["cr"]["lr"], "single": two_roots[0].train.lr}
 
 
 def test_eval_rows_are_scored_but_do_not_select(two_roots):

@@ -262,6 +262,7 @@ def train_tower(cfg: MerConfig, ds: str, model: str, variant: str | None) -> dic
     """Train one tower to its best validation-day score; nothing written (`run` saves, `mer tune` compares)."""
     name = artifact_name(model, variant)
     spec = tower_spec(model, variant)  # what the batches need: the loop never branches on the model's name
+    cfg = cfg.model_copy(update={"train": cfg.train.for_model(model)})  # this tower's own settings (by_model)
     t = cfg.train
     rank, world = dist_setup(t.ddp_backend)
     set_threads(cfg)

@@ -53,13 +53,15 @@ def run(cfg: MerConfig, ds: str, model: str = "dcm", variant: str | None = None,
     sampler = optuna.samplers.TPESampler(seed=cfg.tune.seed, n_startup_trials=min(cfg.tune.startup_trials, n_trials))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize", sampler=sampler)
+    # The search starts from this tower's own settings (train.by_model on top); a trial's values then win.
+    own = cfg.train.for_model(model).model_copy(update={"by_model": {}})
     if cfg.tune.enqueue_defaults:  # the current defaults are trial 0: a search that finds nothing better says so
-        study.enqueue_trial({k: getattr(cfg.train, k) for k in (*SPACE, *CHOICES)})
+        study.enqueue_trial({k: getattr(own, k) for k in (*SPACE, *CHOICES)})
     rows = []
 
     def objective(trial: optuna.Trial) -> float:
         params = sample(trial)
-        tcfg = cfg.model_copy(update={"train": cfg.train.model_copy(update=params)})
+        tcfg = cfg.model_copy(update={"train": own.model_copy(update=params)})
         t0 = time.time()
         fit = train_tower(tcfg, ds, model, variant)
         value = float(fit["best_val_hr@100"])
