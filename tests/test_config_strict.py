@@ -191,7 +191,7 @@ def test_per_tower_settings_apply_to_that_tower_only(monkeypatch):
     monkeypatch.setenv("MER_TRAIN__BY_MODEL", '{"dcm": {"patience": "5", "lr": 0.01}}')
     t = load_config().train
     dcm = t.for_model("dcm")
-    assert (dcm.patience, dcm.lr) == (5, 0.01) and t.patience == 2 and t.for_model("cr").lr == t.lr
+    assert (dcm.patience, dcm.lr) == (5, 0.01) and t.patience == 3 and t.for_model("cr").lr == t.lr
     monkeypatch.setenv("MER_TRAIN__BY_MODEL", '{"dcm": {"lrr": 0.01}}')
     with pytest.raises(ConfigError, match=r"train\.by_model\.dcm: unknown setting\(s\) \['lrr'\]"):
         load_config()
