@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mer.stages.model.item_tower import TowerConfig, history_encoder, masked_softmax, mlp, squash
+from mer.stages.model.item_tower import TowerConfig, attention_pool, history_encoder, mlp, squash
 from mer.stages.model.tower_spec import TowerSpec
 
 
@@ -129,10 +129,7 @@ class DCMTower(nn.Module):
         importance = b.sum(-1) * active.to(b.dtype)  # 3.5: cluster importance = sum_i b_ij
         if not self.c.anchor:
             return F.normalize(c + self.head(c), dim=-1), importance
-        logits = self.anchor_attn(torch.tanh(e)).squeeze(-1)
-        if self.c.recency:
-            logits = logits + self.anchor_pos[-e.shape[1]:]
-        w = masked_softmax(logits, members, dim=1)
-        g = (w.unsqueeze(-1) * e).sum(1, keepdim=True).expand_as(c)  # [B, K, d]
+        g = attention_pool(e, members, self.anchor_attn, self.anchor_pos if self.c.recency else None)
+        g = g.unsqueeze(1).expand_as(c)  # [B, K, d]
         o = self.anchor_w * g + self.centroid_w * c + self.head(torch.cat([c, g], dim=-1))
         return F.normalize(o, dim=-1), importance

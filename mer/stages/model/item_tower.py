@@ -84,6 +84,19 @@ def masked_softmax(logits: torch.Tensor, mask: torch.Tensor, dim: int) -> torch.
     return w / w.sum(dim, keepdim=True).clamp_min(1e-9)
 
 
+def attention_pool(e: torch.Tensor, use: torch.Tensor, attn: nn.Linear, pos: torch.Tensor | None) -> torch.Tensor:
+    """History reps [B, L, d] pooled over `use` [B, L] by softmax(attn(tanh e) + a bias per position) -> [B, d].
+
+    pos [history_len] (recency) aligns with the last slots: slot L-1 is the most recent item. Single's pooling
+    and the history DCM anchors its interests on.
+    """
+    logits = attn(torch.tanh(e)).squeeze(-1)
+    if pos is not None:
+        logits = logits + pos[-e.shape[1]:]
+    w = masked_softmax(logits, use, dim=1)
+    return (w.unsqueeze(-1) * e).sum(1)
+
+
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean over dim 1 of [B, L, d] where mask [B, L]."""
     m = mask.unsqueeze(-1).to(x.dtype)
