@@ -194,7 +194,7 @@ class TrainConfig(Section):
     @model_validator(mode="after")
     def _by_model_names_known_settings(self) -> TrainConfig:
         for model, over in self.by_model.items():
-            unknown = sorted(set(over) - set(type(self).model_fields) | ({"by_model"} & set(over)))
+            unknown = sorted(k for k in over if k == "by_model" or k not in type(self).model_fields)
             if unknown:
                 raise ValueError(f"train.by_model.{model}: unknown setting(s) {unknown}")
         return self
