@@ -273,7 +273,7 @@ def test_pretrained_max_blocks_many_records(monkeypatch):
     hist = rng.integers(0, 7, size=(40, 4))
     rec = Records(hist_rows=hist, use=np.ones_like(hist, bool))
     got = Pretrained(cat, "max").score(rec, ALL)
-    u = mb.unit_space(cat).astype(np.float64)
+    u = np.asarray(cat.pre, np.float64)  # unit (test_catalog_pretrained_embeddings_are_unit_length)
     for b in range(40):
         h = [r for r in set(hist[b].tolist()) if r > 0 and cat.missing[r] == 0]
         want = np.max(u[h] @ u[ALL].T, axis=0) if h else np.zeros(6)

@@ -90,3 +90,19 @@ def test_cr_source_keeps_logged_conditions_and_samples_the_rest():
     assert row_conditions(TowerSpec(condition="item"), table, catalog, rng).tolist() == [100, 200, 300]
     assert row_conditions(TowerSpec(condition="logged"), table, catalog, rng) is None  # the logged ones, as read
     assert row_conditions(TowerSpec(), table, catalog, rng) is None
+
+
+def test_cr_source_draws_item_topics_only_for_rows_without_a_logged_condition():
+    # Drawing a topic for every row and then keeping the logged one wasted a draw per logged row (and tied the
+    # draws of the unlogged rows to how many logged rows came before them).
+    catalog = baseline_catalog()
+    logged = pa.table({"item_id": [1, 3, 6], "condition_id": pa.array([200, 300, 100], pa.int64())})
+    rng = np.random.default_rng(0)
+    assert row_conditions(TowerSpec(condition="logged_or_item"), logged, catalog, rng).tolist() == [200, 300, 100]
+    assert rng.random() == np.random.default_rng(0).random()  # no draw was taken
+    mixed = pa.table({"item_id": [1, 3, 6], "condition_id": pa.array([200, None, 100], pa.int64())})
+    rng = np.random.default_rng(0)
+    assert row_conditions(TowerSpec(condition="logged_or_item"), mixed, catalog, rng).tolist() == [200, 200, 100]
+    fresh = np.random.default_rng(0)
+    fresh.random()  # exactly one draw: the unlogged row's
+    assert rng.random() == fresh.random()

@@ -249,11 +249,6 @@ def neighbor_matrix(table: pa.Table, catalog: Catalog) -> sparse.csr_matrix:
     return sparse.csr_matrix((v[keep], (i[keep], j[keep])), shape=(n, n))
 
 
-def unit_space(catalog: Catalog) -> np.ndarray:
-    """Unit pretrained embeddings by catalog row; rows with a missing embedding (or norm 0) are zero."""
-    return unit_rows(catalog.pre, np.asarray(catalog.missing) == 0)
-
-
 def factor_space(table: pa.Table, catalog: Catalog) -> np.ndarray:
     """item_factors rows -> unit factors by catalog row (items the catalog lacks are dropped; no factor: 0)."""
     ids, factors = factor_arrays(table)
@@ -271,7 +266,8 @@ class Pretrained:
     def __init__(self, catalog: Catalog, variant: str = "mean", space: np.ndarray | None = None):
         if variant not in ("mean", "max"):
             raise ValueError(f"pretrained variant must be mean or max, not {variant!r}")
-        self.space = unit_space(catalog) if space is None else space
+        # catalog.pre is unit already, missing rows zero (data.item_arrays builds every catalog that way)
+        self.space = catalog.pre if space is None else space
         self.has = np.abs(self.space).sum(axis=1) > 0
         self.variant = variant
 

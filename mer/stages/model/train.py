@@ -21,6 +21,7 @@ import uuid
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 from safetensors import safe_open
@@ -251,11 +252,13 @@ def row_conditions(spec: TowerSpec, table, catalog, rng: np.random.Generator) ->
     """The condition each train row carries, when it is not simply the logged one (None = use condition_id)."""
     if spec.condition not in ("item", "logged_or_item"):
         return None
-    sampled = sample_item_conditions(table, catalog, rng)
     if spec.condition == "item":
-        return sampled
-    logged = table.column("condition_id").fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
-    return np.where(logged >= 0, logged, sampled)
+        return sample_item_conditions(table, catalog, rng)
+    out = table.column("condition_id").fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+    need = out < 0  # only rows without a logged source interest fall back to an item topic
+    if need.any():
+        out[need] = sample_item_conditions(table.filter(pa.array(need)), catalog, rng)
+    return out
 
 
 def train_tower(cfg: MerConfig, ds: str, model: str, variant: str | None) -> dict:
