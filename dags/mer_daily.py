@@ -162,15 +162,10 @@ def mer_daily():
     def quality_gate(stage: str) -> dict:
         return _stage("mer.stages.quality.gates:run", stage)
 
-    @task(map_index_template="{{ model }}")  # used where it is mapped (train_baselines)
+    @task(map_index_template="{{ model }}")  # used where it is mapped (train_baselines, train_simple_baselines)
     def train(model: str, variant: str | None = None) -> dict:
         get_current_context()["model"] = model  # a mapped instance is named by its model in the UI
         return _stage("mer.stages.model.train:run", model, variant)
-
-    @task(map_index_template="{{ baseline }}")
-    def fit_baseline(model: str) -> dict:
-        get_current_context()["baseline"] = model  # the mapped task is named by its model in the UI
-        return _stage("mer.stages.model.train:run", model)
 
     @task
     def extra_baselines() -> list[str]:
@@ -223,7 +218,7 @@ def mer_daily():
         train.override(task_id="train_cr")("cr", "source"),
         train.override(task_id="train_single")("single"),
         train.override(task_id="train_baselines").expand(model=extra),
-        fit_baseline.override(task_id="train_simple_baselines").expand(model=SIMPLE_BASELINES),
+        train.override(task_id="train_simple_baselines").expand(model=SIMPLE_BASELINES),
     ]
     blessed = bless()
     n_shards = shard_numbers()

@@ -111,7 +111,7 @@ def test_mapped_tasks_are_named_by_model_or_shard(parsed):
     """The UI lists a mapped instance by its map_index_template, not as 0, 1, 2 (issue 12.4)."""
     tasks = parsed["tasks"]
     assert tasks["train_baselines"]["map_index_template"] == "{{ model }}"
-    assert tasks["train_simple_baselines"]["map_index_template"] == "{{ baseline }}"
+    assert tasks["train_simple_baselines"]["map_index_template"] == "{{ model }}"
     assert tasks["build_shard"]["map_index_template"] == "shard {{ shard }}"
 
 
