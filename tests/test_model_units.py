@@ -11,6 +11,7 @@ from mer.stages.model.dcm import farthest_point_init, route, single_assignment
 from mer.stages.model.item_tower import squash
 from mer.stages.model.loss import (
     StreamingFrequency,
+    max_rule_scores,
     sampled_softmax_loss,
     select_embedding,
 )
@@ -282,6 +283,52 @@ def test_eq9_masks_in_batch_copies_of_the_positive():
     ids = torch.tensor([7, 7])  # the same item twice: neither is the other's negative
     loss = sampled_softmax_loss(u, items, torch.zeros(2), ids, temperature=1.0)
     assert float(loss) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_max_rule_loss_scores_every_candidate_by_the_users_best_embedding():
+    # user 0 has two embeddings (the second inactive for nothing), user 1 one active of two.
+    user = torch.tensor([[[1.0, 0.0], [0.0, 1.0]], [[0.6, 0.8], [-1.0, 0.0]]])
+    active = torch.tensor([[True, True], [True, False]])
+    items = torch.tensor([[0.8, 0.6], [0.0, 1.0]])
+    p = torch.tensor([0.5, 0.5])
+    ids = torch.tensor([1, 2])
+    # max rule: user 0 scores item 0 max(0.8, 0.6) = 0.8, item 1 max(0, 1) = 1; user 1 (inactive -1 ignored):
+    # item 0 0.96, item 1 0.8
+    assert torch.allclose(max_rule_scores(user, active, items), torch.tensor([[0.8, 1.0], [0.96, 0.8]]))
+    loss = sampled_softmax_loss(None, items, torch.log(p), ids, temperature=0.5, max_rule=(user, active))
+    s = [[0.8, 1.0], [0.96, 0.8]]
+    want = sum(-(s[b][b] / 0.5 - math.log(sum(math.exp(x / 0.5) for x in s[b]))) for b in range(2)) / 2
+    assert float(loss) == pytest.approx(want, rel=1e-6)  # log Q is the same for both items: it cancels
+    # the associated-embedding loss (Eq 9) differs: user 0's positive picks embedding 0, which scores item 1 at 0
+    u = select_embedding(user, items, active, "argmax")
+    assert float(sampled_softmax_loss(u, items, torch.log(p), ids, temperature=0.5)) != pytest.approx(want)
+
+
+def test_batch_loss_adds_the_max_rule_term_only_to_argmax_multi_embedding_towers():
+    from types import SimpleNamespace
+
+    from mer.stages.model.train import batch_loss
+
+    user = torch.tensor([[[1.0, 0.0], [0.0, 1.0]], [[0.6, 0.8], [-1.0, 0.0]]])
+    items = torch.tensor([[0.8, 0.6], [0.0, 1.0]])
+    log_q, ids = torch.log(torch.tensor([0.5, 0.5])), torch.tensor([1, 2])
+    batch = SimpleNamespace(inputs=(), catalog_inputs=(), target_rows=ids)
+
+    def loss(k: int, association: str, w: float) -> float:
+        u = user[:, :k]
+        net = SimpleNamespace(user=lambda *a: (u, torch.ones(u.shape[:2])), item=lambda *a: items,
+                              association=association, c=SimpleNamespace(gumbel_tau=1.0, max_rule_weight=w, k=k))
+        torch.manual_seed(0)  # the Gumbel draw
+        return float(batch_loss(net, batch, log_q, 0.5))
+
+    active = torch.ones(2, 2, dtype=torch.bool)
+    eq9 = float(sampled_softmax_loss(select_embedding(user, items, active, "argmax"), items, log_q, ids, 0.5))
+    on_max = float(sampled_softmax_loss(None, items, log_q, ids, 0.5, max_rule=(user, active)))
+    assert loss(2, "argmax", 0.0) == pytest.approx(eq9)
+    assert loss(2, "argmax", 0.5) == pytest.approx(0.5 * eq9 + 0.5 * on_max)
+    assert loss(2, "argmax", 1.0) == pytest.approx(on_max)
+    assert loss(1, "argmax", 0.5) == pytest.approx(loss(1, "argmax", 0.0))  # one embedding (single, CR): no term
+    assert loss(2, "gumbel", 0.5) == pytest.approx(loss(2, "gumbel", 0.0))  # SA, interest-token: as the paper
 
 
 def test_argmax_association_uses_the_best_embedding_for_the_positive():

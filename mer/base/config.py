@@ -174,6 +174,12 @@ class TrainConfig(Section):
     # single's one embedding on MovieLens; anchored, it shifts the whole-history taste towards its cluster.
     # Validation day, 3 seeds: MovieLens 0.291 -> 0.306, synthetic level (0.619 -> 0.617).
     anchor: bool = True
+    # Multi-embedding towers with argmax association (DCM, MIND): this share of the loss scores the positive and
+    # every negative by the max over the user's embeddings, the rule retrieval ranks by; the rest is Eq 9 as the
+    # paper trains (negatives scored by the positive's embedding alone, which never compares one interest's
+    # scores with another's). Validation day, anchored DCM, 3 seeds: 0 -> 0.5 moves MovieLens 0.325 -> 0.343,
+    # synthetic level (0.618 -> 0.620); 1.0 (max rule only): 0.342 / 0.599 (bench/RESULTS.md, session 6).
+    max_rule_weight: float = Field(default=0.5, ge=0.0, le=1.0)
     route_valid: bool = True  # DCM: clusters of valid engaged items only (no hides, no featureless items); False = every slot
     max_steps_per_epoch: int | None = None
     va_fpi: bool = True

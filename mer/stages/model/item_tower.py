@@ -53,6 +53,8 @@ class TowerConfig:
     pre_skip: bool = False  # item tower: + a linear map of the pretrained embedding into the output
     residual: bool = False  # single: output = normalize(attended history + MLP(...)) instead of normalize(MLP(...))
     anchor: bool = False  # DCM: every interest = normalize(w_g g + w_c c_j + MLP([c_j, g])), g the attended history
+    # Training only (no module depends on it): the share of the loss scored by the max-rule (train.max_rule_weight).
+    max_rule_weight: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)

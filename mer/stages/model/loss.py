@@ -3,6 +3,7 @@
 For a multi-embedding user the positive picks one embedding: argmax (Eq 8) or, for towers with
 random-init conditions, a straight-through Gumbel softmax sample (3.2.4). The same embedding scores
 the in-batch negatives. In-batch copies of the positive item are masked out (they are not negatives).
+Multi-embedding towers with argmax association add the same loss on the max-rule score (train.max_rule_weight).
 """
 from __future__ import annotations
 
@@ -31,8 +32,16 @@ def select_embedding(user: torch.Tensor, item: torch.Tensor, active: torch.Tenso
     return torch.einsum("bk,bkd->bd", w, user)
 
 
-def sampled_softmax_loss(u: torch.Tensor, items: torch.Tensor, log_q: torch.Tensor, item_ids: torch.Tensor,
-                         temperature: float, extra: tuple[torch.Tensor, torch.Tensor, int] | None = None) -> torch.Tensor:
+def max_rule_scores(user: torch.Tensor, active: torch.Tensor, cands: torch.Tensor) -> torch.Tensor:
+    """[B, N]: each candidate scored by the max over the user's active embeddings, the rule retrieval ranks by
+    (user [B, K, d], active [B, K] with at least one True per row, cands [N, d])."""
+    s = torch.einsum("bkd,nd->bkn", user, cands)
+    return s.masked_fill(~active.unsqueeze(-1), float("-inf")).max(1).values
+
+
+def sampled_softmax_loss(u: torch.Tensor | None, items: torch.Tensor, log_q: torch.Tensor, item_ids: torch.Tensor,
+                         temperature: float, extra: tuple[torch.Tensor, torch.Tensor, int] | None = None,
+                         max_rule: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """Eq 9: -log softmax over {positive} + in-batch negatives of (u . o_y / T - log Q_y).
 
     u [B, d] associated user embeddings, items [B, d] positives (row b is b's positive and everyone
@@ -40,19 +49,25 @@ def sampled_softmax_loss(u: torch.Tensor, items: torch.Tensor, log_q: torch.Tens
     extra = (embeddings [M, d], ids [M], N): negatives drawn uniformly from a catalog of N items (mixed negative
     sampling). Each candidate's correction is the log of its expected count among the candidates: B p_y for an
     in-batch item, M / N for a uniform one.
+    max_rule = (user [B, K, d], active [B, K]) instead of u: every candidate, the positive too, is scored by the
+    max over the user's embeddings (max_rule_scores), the score retrieval ranks by.
     """
-    logits = u @ items.T / temperature - log_q.unsqueeze(0)  # [B, B]
+    def score(cands: torch.Tensor) -> torch.Tensor:
+        return u @ cands.T if max_rule is None else max_rule_scores(*max_rule, cands)
+
+    B = items.shape[0]
+    logits = score(items) / temperature - log_q.unsqueeze(0)  # [B, B]
     same = item_ids.unsqueeze(0) == item_ids.unsqueeze(1)
     same.fill_diagonal_(False)
     logits = logits.masked_fill(same, float("-inf"))  # accidental hits are not negatives
     if extra is not None:
         neg, neg_ids, n_items = extra
-        B, M = u.shape[0], neg.shape[0]
+        M = neg.shape[0]
         logits = logits - math.log(B)  # in-batch: log(B p_y)
-        xl = u @ neg.T / temperature - math.log(M / n_items)
+        xl = score(neg) / temperature - math.log(M / n_items)
         xl = xl.masked_fill(neg_ids.unsqueeze(0) == item_ids.unsqueeze(1), float("-inf"))
         logits = torch.cat([logits, xl], dim=1)
-    target = torch.arange(u.shape[0], device=u.device)
+    target = torch.arange(B, device=items.device)
     return F.cross_entropy(logits, target)
 
 

@@ -84,14 +84,19 @@ def train_step(net: TwoTower, batch, log_q: torch.Tensor, opt: torch.optim.Optim
 def batch_loss(net: TwoTower, batch, log_q: torch.Tensor, temperature: float) -> torch.Tensor:
     user, importance = net.user(*batch.inputs)  # [B, K, d], [B, K]
     items = net.item(*batch.catalog_inputs)  # [B, d]
-    u = select_embedding(user, items, active_of(net, importance.detach()), net.association, net.c.gumbel_tau,
-                         temperature)
+    active = active_of(net, importance.detach())
+    u = select_embedding(user, items, active, net.association, net.c.gumbel_tau, temperature)
     extra = None
     negatives = getattr(batch, "negatives", None)
     if negatives is not None:
         inputs, rows, n_items = negatives
         extra = (net.item(*inputs), rows, n_items)
-    return sampled_softmax_loss(u, items, log_q, batch.target_rows, temperature, extra)  # Eq 9
+    loss = sampled_softmax_loss(u, items, log_q, batch.target_rows, temperature, extra)  # Eq 9
+    w = net.c.max_rule_weight
+    if w > 0 and net.c.k > 1 and net.association == "argmax":
+        on_max = sampled_softmax_loss(None, items, log_q, batch.target_rows, temperature, extra, (user, active))
+        loss = (1 - w) * loss + w * on_max
+    return loss
 
 
 class _StepLoss(torch.nn.Module):
