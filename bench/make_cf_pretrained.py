@@ -33,11 +33,16 @@ def main() -> None:
     src, dst = args.src / "raw", args.dst / "raw"
     if dst.exists():
         raise SystemExit(f"make_cf_pretrained: {dst} exists; give a new folder")
-    shutil.copytree(src, dst)
+    for table in ("engagement_log", "item_features"):
+        if not (src / table).is_dir():
+            raise SystemExit(f"make_cf_pretrained: {src / table} does not exist (SRC must hold raw/<table>/ds=...)")
 
     log = pds.dataset(src / "engagement_log", partitioning="hive").to_table(
         columns=["user_id", "item_id", "action", "ds"]).to_pandas()
     days = sorted(log.ds.unique())
+    if len(days) < 3:
+        raise SystemExit(f"make_cf_pretrained: {src / 'engagement_log'} has {len(days)} day(s); need train days, "
+                         "a validation day and an eval day")
     val_day = days[-2]  # the eval day is the last, the validation day the one before
     log = log[~log.action.isin(["impression", "hide"]) & (log.ds < val_day)]
 
@@ -63,12 +68,20 @@ def main() -> None:
     factors /= np.linalg.norm(factors, axis=1, keepdims=True) + 1e-12
     print(f"{len(ids)} items, {int(seen.sum())} with engagement before {val_day}, dim {dim}")
 
-    for path in sorted((dst / "item_features").rglob("*.parquet")):
-        t = pq.read_table(path)
-        field = t.schema.get_field_index("pretrained_embedding")
-        vec = pa.array([factors[col[int(i)]].astype(np.float32).tolist() for i in t.column("item_id").to_pylist()],
-                       type=t.schema.field(field).type)
-        pq.write_table(t.set_column(field, "pretrained_embedding", vec), path)
+    # Written beside DST and renamed into place at the end: a failed run leaves no half-rewritten raw/ behind.
+    staging = dst.with_name(f".{dst.name}.staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        shutil.copytree(src, staging)
+        for path in sorted((staging / "item_features").rglob("*.parquet")):
+            t = pq.read_table(path)
+            field = t.schema.get_field_index("pretrained_embedding")
+            vec = pa.array([factors[col[int(i)]].astype(np.float32).tolist()
+                            for i in t.column("item_id").to_pylist()], type=t.schema.field(field).type)
+            pq.write_table(t.set_column(field, "pretrained_embedding", vec), path)
+        staging.rename(dst)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 if __name__ == "__main__":
