@@ -13,7 +13,6 @@ import statistics
 import time
 from types import SimpleNamespace
 
-import numpy as np
 import torch
 
 from mer.base.config import MerConfig
@@ -21,6 +20,7 @@ from mer.stages.model.export import example_inputs
 from mer.stages.model.train import train_step
 from mer.stages.model.zoo import TwoTower, tower_config
 
+ITEM_FIELDS = 6  # pre, missing, category, creator, topic, id: the item tower's inputs (export.example_inputs order)
 MODELS = [("single", None), ("dcm", None), ("mind", None), ("sa", None), ("token", None), ("cr", "source")]
 
 
@@ -41,8 +41,9 @@ def main() -> None:
         net = TwoTower(c)
         opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
         inputs = example_inputs(c, args.batch)
-        items = tuple(x[:, -1] for x in inputs[:5])  # the last history slot's features stand in for targets
-        batch = SimpleNamespace(inputs=inputs, catalog_inputs=items, item_ids=np.arange(args.batch))
+        # the last history slot's item fields (features and id) stand in for the targets
+        items = tuple(x[:, -1] for x in inputs[:ITEM_FIELDS])
+        batch = SimpleNamespace(inputs=inputs, catalog_inputs=items, target_rows=torch.arange(args.batch))
         log_q = torch.full((args.batch,), -8.0)
         times = []
         for i in range(args.warmup + args.steps):
