@@ -428,10 +428,10 @@ def comparisons(results: dict[str, ModelEval], best: str | None) -> list[tuple[s
     return [c for c in out if c[2] in results and c[2] != c[0]]
 
 
-def intervals(results: dict[str, ModelEval], novel: np.ndarray, segments: np.ndarray, best: str | None,
-              k: int, seed: int, n_boot: int) -> list[dict]:
+def intervals(results: dict[str, ModelEval], novel: np.ndarray, segments: np.ndarray, users: np.ndarray,
+              best: str | None, k: int, seed: int, n_boot: int) -> list[dict]:
     """Paired bootstrap 95% intervals of HR@k(model) / HR@k(reference), over the records both were scored on,
-    on all and novel records, per segment."""
+    on all and novel records, per segment; the resamples draw users (all of a user's records together)."""
     rows = []
     for name, ref_label, ref, kind in comparisons(results, best):
         ev, other = results[name], results[ref]
@@ -445,10 +445,12 @@ def intervals(results: dict[str, ModelEval], novel: np.ndarray, segments: np.nda
                 w = np.ones(len(common), bool) if seg == "all" else segments[common] == seg
                 if subset == "novel":
                     w &= novel[common]
-                ratio, lo, hi = paired_bootstrap_ratio(a[w], b[w], n_boot=n_boot, seed=seed)
+                who = users[common][w]
+                ratio, lo, hi = paired_bootstrap_ratio(a[w], b[w], n_boot=n_boot, seed=seed, groups=who)
                 rows.append({"name": name, "model": ev.model, "variant": ev.variant, "reference": ref_label,
                              "reference_model": ref, "metric": f"{'hr' if kind == 'ranks' else 'filtered_hr'}@{k}",
                              "records": subset, "segment": seg, "n": int(w.sum()),
+                             "users": int(len(np.unique(who))),
                              "value": float(a[w].mean()) if w.any() else float("nan"),
                              "reference_value": float(b[w].mean()) if w.any() else float("nan"),
                              "ratio": ratio, "lo": lo, "hi": hi})
@@ -477,7 +479,7 @@ def run(cfg: MerConfig, ds: str) -> dict:
     results = by_split["eval"]
     best = best_baseline(by_split["val"], k, cfg.eval.simple_baselines)
     eb = batches["eval"]
-    iv = intervals(results, eb.novel(), eb.segments, best, k, cfg.eval.seed, cfg.eval.bootstrap_samples)
+    iv = intervals(results, eb.novel(), eb.segments, eb.user_ids, best, k, cfg.eval.seed, cfg.eval.bootstrap_samples)
 
     rows = [{"model": ev.model, "variant": ev.variant, "split": split, "metric": m, "segment": s, "value": float(v)}
             for split, res in by_split.items() for ev in res.values() for m, s, v in ev.metrics]
@@ -527,7 +529,7 @@ def write_summary(cfg: MerConfig, ds: str, results: dict[str, ModelEval], val: d
              "scored with that condition; hr_followed: K_ex sampled followed topics.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
-    lines += ["", f"## Who won (HR@{k}, eval day, paired bootstrap over records, {cfg.eval.bootstrap_samples} resamples)",
+    lines += ["", f"## Who won (HR@{k}, eval day, paired bootstrap over users, {cfg.eval.bootstrap_samples} resamples)",
               "", f"Strongest simple baseline on the validation day: **{best or 'none trained'}**. Ratios of HR@{k}; "
               "an interval that excludes 1 is a difference; one that contains 1 is not shown to be.", ""]
     lines += interval_lines(iv)

@@ -5,18 +5,25 @@ from __future__ import annotations
 import numpy as np
 
 
-def paired_bootstrap_ratio(a: np.ndarray, b: np.ndarray, n_boot: int = 1000, seed: int = 0,
-                           level: float = 0.95) -> tuple[float, float, float]:
-    """mean(a) / mean(b) and its percentile interval from a paired bootstrap over records.
+def paired_bootstrap_ratio(a: np.ndarray, b: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95,
+                           groups: np.ndarray | None = None) -> tuple[float, float, float]:
+    """mean(a) / mean(b) and its percentile interval from a paired bootstrap.
 
     a, b: per-record outcomes (hits) of two models on the same records, so each resample draws the same
     records for both (the pairing removes the records' shared difficulty from the interval's width).
+    groups: the unit each record belongs to (its user). A user's records are not independent draws (the same
+    history and tower output score all of them), so the resamples draw whole users: MovieLens's eval day has
+    4,894 records from 50 users, and resampling records as if they were 4,894 independent draws gives an
+    interval several times too narrow. Without groups (or one record per group), records are the unit.
     NaN when there is no record or the reference never hits.
     """
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    n = len(a)
-    if n == 0 or b.sum() == 0:
+    if len(a) == 0 or b.sum() == 0:
         return float("nan"), float("nan"), float("nan")
+    if groups is not None:  # per-group sums: a resample of groups is a resample of their records, together
+        _, codes = np.unique(np.asarray(groups), return_inverse=True)
+        a, b = np.bincount(codes, weights=a), np.bincount(codes, weights=b)
+    n = len(a)
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, n, size=(n_boot, n))
     sa, sb = a[idx].sum(1), b[idx].sum(1)
