@@ -226,7 +226,7 @@ class EvalConfig(Section):
         "popularity", "itemknn-sum", "itemknn-max", "pretrained-mean", "pretrained-max", "als", "pinnersage"])
     diversity_k: int = 100  # retrieved-set size for topic diversity and implicit/explicit overlap
     seed: int = 29  # sampling of eval records and of the K_ex followed topics; the bootstrap resamples
-    bootstrap_samples: int = 1000  # paired bootstrap resamples (of users, each with all its eval records) for the 95% intervals
+    bootstrap_samples: int = 1000  # paired bootstrap resamples for the 95% intervals (of users, with all their records)
 
 
 class TuneConfig(Section):

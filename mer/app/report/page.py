@@ -137,7 +137,8 @@ GLOSSARY = {
     "active_embeddings": "embeddings per user that take part in retrieval",
     "conditioned_records": "eval records with a logged source interest (what CR is scored on)",
     "ratio": "the model's HR divided by the reference's HR on the same eval records",
-    "interval": "paired bootstrap 95% interval of the ratio, resampling users (a user's records together); one that excludes 1 shows a difference",
+    "interval": ("paired bootstrap 95% interval of the ratio, resampling users (a user's records together); one "
+                 "that excludes 1 shows a difference"),
 }
 METRIC_RE = re.compile(r"^(?P<base>[a-z_+]+?)(?:@(?P<k>\d+))?$", re.IGNORECASE)
 

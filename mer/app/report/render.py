@@ -126,7 +126,8 @@ def section_winner(cfg: MerConfig, ds: str) -> dict:
         "sentence": sentence,
         "lines": lines,
         "note": ("Ratios are the model's HR over the reference's on the same eval records (all users); the "
-                 "interval is a paired bootstrap 95% interval over users (a user's records resampled together): one that excludes 1 shows a difference. CR and the "
+                 "interval is a paired bootstrap 95% interval over users (a user's records resampled together): "
+                 "one that excludes 1 shows a difference. CR and the "
                  "inverted index are scored on the records with a logged source interest. Intervals on novel "
                  "records and per segment are in the eval_intervals table."),
         "table": Table(header, rows, row_cls=cls),

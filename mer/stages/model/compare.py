@@ -21,7 +21,8 @@ NOTE = ("HR scores an item by the max over a user's embeddings; hr_novel: record
         "sampled from the target's topics, inverted = the followed topic's most engaged items) are scored on the "
         "eval records that logged a source interest, with that condition; filtered HR keeps only corpus items "
         "tagged with it. hr_served = the served merge at the serving budget. 'vs single' / 'vs best baseline': "
-        "ratio of HR@100 on the records both were scored on, with its paired bootstrap 95% interval (resampling users: a user's records are not independent); the best "
+        "ratio of HR@100 on the records both were scored on, with its paired bootstrap 95% interval (resampling "
+        "users: a user's records are not independent); the best "
         "baseline is the strongest simple baseline on the validation day.")
 RUNS = [("popularity", None), ("itemknn", "sum"), ("itemknn", "max"), ("pretrained", "mean"), ("pretrained", "max"),
         ("als", None), ("inverted", None), ("pinnersage", None), ("single", None), ("dcm", None), ("mind", None), ("sa", None),

@@ -13,8 +13,8 @@ def paired_bootstrap_ratio(a: np.ndarray, b: np.ndarray, n_boot: int = 1000, see
     records for both (the pairing removes the records' shared difficulty from the interval's width).
     groups: the unit each record belongs to (its user). A user's records are not independent draws (the same
     history and tower output score all of them), so the resamples draw whole users: MovieLens's eval day has
-    4,894 records from 50 users, and resampling records as if they were 4,894 independent draws gives an
-    interval several times too narrow. Without groups (or one record per group), records are the unit.
+    4,894 records from 50 users, and resampling records as if they were 4,894 independent draws gave intervals
+    up to twice too narrow there (bench/RESULTS.md, session 7). Without groups (or one record per group), records are the unit.
     NaN when there is no record or the reference never hits.
     """
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
