@@ -232,4 +232,5 @@ def test_compare_prints_baselines_intervals_and_novel_hr(tmp_path, capsys):
     dcm = iv[(iv.model == "dcm") & (iv.reference == "best_baseline") & (iv.records == "all") & (iv.segment == "all")]
     assert len(dcm) == 1 and dcm.lo.iloc[0] <= dcm.ratio.iloc[0] <= dcm.hi.iloc[0]
     assert 0 < dcm.users.iloc[0] <= dcm.n.iloc[0]
+    assert f"eval records from {dcm.users.iloc[0]} users" in text  # dcm is scored on every eval record
     assert set(iv[iv.model == "cr"].metric) == {"hr@10", "filtered_hr@10"}  # filtered HR vs the explicit control

@@ -51,7 +51,8 @@ def run(cfg: MerConfig, ds: str, train_models: bool = True, only: list[str] | No
                                              f"filtered_hr@{k0}", f"hr_served@{cfg.eval.serve_budget}"]
     head = ["model"] + cols + ["vs single [95% CI]", "novel vs single", "vs best baseline [95% CI]",
                                "novel vs best", "val hr@100", "epochs", "train s"]
-    rt = Table(title=f"MER model comparison ds={ds} ({result['records']} eval records, corpus {result['corpus']}, "
+    rt = Table(title=f"MER model comparison ds={ds} ({result['records']} eval records from {result['users']} users, "
+                     f"corpus {result['corpus']}, "
                      f"best simple baseline on the val day: {result['best_baseline']})")
     for h in head:
         rt.add_column(h, justify="right" if h != "model" else "left")
@@ -73,7 +74,8 @@ def run(cfg: MerConfig, ds: str, train_models: bool = True, only: list[str] | No
     for w in words:
         print(w)
     path = cfg.run_dir(ds) / "compare.md"
-    lines = [f"# Model comparison ds={ds}", "", f"{result['records']} eval records, corpus {result['corpus']} items; "
+    lines = [f"# Model comparison ds={ds}", "", f"{result['records']} eval records from {result['users']} users "
+             f"(the intervals resample users), corpus {result['corpus']} items; "
              f"strongest simple baseline on the validation day: {result['best_baseline']}.", "", NOTE, "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]

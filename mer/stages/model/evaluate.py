@@ -488,6 +488,7 @@ def run(cfg: MerConfig, ds: str) -> dict:
         [{k_: r[k_] for k_ in EVAL_INTERVALS.names} for r in iv], schema=EVAL_INTERVALS))
     summary = write_summary(cfg, ds, results, by_split["val"], iv, best, tables["eval"].num_rows, len(corpus))
     return {"ds": ds, "records": tables["eval"].num_rows, "val_records": tables["val"].num_rows,
+            "users": int(len(np.unique(eb.user_ids))),  # the intervals' resampling unit
             "corpus": len(corpus), "models": list(results), "best_baseline": best, "summary": str(summary),
             "metrics": {n: {f"{m}/{s}": (None if math.isnan(v) else round(v, 4)) for m, s, v in ev.metrics
                             if s == "all"} for n, ev in results.items()}}
