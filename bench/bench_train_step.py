@@ -16,11 +16,11 @@ from types import SimpleNamespace
 import torch
 
 from mer.base.config import MerConfig
+from mer.stages.model.data import ITEM_INPUTS
 from mer.stages.model.export import example_inputs
 from mer.stages.model.train import train_step
 from mer.stages.model.zoo import TwoTower, tower_config
 
-ITEM_FIELDS = 6  # pre, missing, category, creator, topic, id: the item tower's inputs (export.example_inputs order)
 MODELS = [("single", None), ("dcm", None), ("mind", None), ("sa", None), ("token", None), ("cr", "source")]
 
 
@@ -42,7 +42,7 @@ def main() -> None:
         opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
         inputs = example_inputs(c, args.batch)
         # the last history slot's item fields (features and id) stand in for the targets
-        items = tuple(x[:, -1] for x in inputs[:ITEM_FIELDS])
+        items = tuple(x[:, -1] for x in inputs[:len(ITEM_INPUTS)])  # USER_INPUTS starts with ITEM_INPUTS
         batch = SimpleNamespace(inputs=inputs, catalog_inputs=items, target_rows=torch.arange(args.batch))
         log_q = torch.full((args.batch,), -8.0)
         times = []

@@ -9,13 +9,8 @@ import torch
 
 from mer.stages.model.dcm import farthest_point_init, route, single_assignment
 from mer.stages.model.item_tower import squash
-from mer.stages.model.loss import (
-    StreamingFrequency,
-    max_rule_scores,
-    sampled_softmax_loss,
-    select_embedding,
-)
-from mer.stages.model.metrics import hit_rate, mean_pairwise_cosine, positive_ranks
+from mer.stages.model.loss import StreamingFrequency, sampled_softmax_loss, select_embedding
+from mer.stages.model.metrics import hit_rate, max_rule_scores, mean_pairwise_cosine, positive_ranks
 from mer.stages.model.pinnersage import cluster_user
 
 

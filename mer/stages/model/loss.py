@@ -13,6 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mer.stages.model.metrics import max_rule_scores
+
 
 def select_embedding(user: torch.Tensor, item: torch.Tensor, active: torch.Tensor, association: str,
                      tau: float = 1.0, temperature: float = 1.0) -> torch.Tensor:
@@ -30,13 +32,6 @@ def select_embedding(user: torch.Tensor, item: torch.Tensor, active: torch.Tenso
     else:
         w = F.one_hot(scores.argmax(1), user.shape[1]).to(user.dtype)  # Eq 8: j* = argmax_j o_u^j . o_y
     return torch.einsum("bk,bkd->bd", w, user)
-
-
-def max_rule_scores(user: torch.Tensor, active: torch.Tensor, cands: torch.Tensor) -> torch.Tensor:
-    """[B, N]: each candidate scored by the max over the user's active embeddings, the rule retrieval ranks by
-    (user [B, K, d], active [B, K] with at least one True per row, cands [N, d])."""
-    s = torch.einsum("bkd,nd->bkn", user, cands)
-    return s.masked_fill(~active.unsqueeze(-1), float("-inf")).max(1).values
 
 
 def sampled_softmax_loss(u: torch.Tensor | None, items: torch.Tensor, log_q: torch.Tensor, item_ids: torch.Tensor,

@@ -5,6 +5,14 @@ import numpy as np
 import torch
 
 
+def max_rule_scores(user: torch.Tensor, active: torch.Tensor, cands: torch.Tensor) -> torch.Tensor:
+    """[B, N]: each candidate scored by the max over the user's active embeddings, the rule retrieval ranks by
+    (user [B, K, d], active [B, K] with at least one True per row, cands [N, d]). Differentiable: the max-rule
+    loss term trains on it (loss.py)."""
+    s = torch.einsum("bkd,nd->bkn", user, cands)
+    return s.masked_fill(~active.unsqueeze(-1), float("-inf")).max(1).values
+
+
 @torch.no_grad()
 def positive_ranks(user: torch.Tensor, active: torch.Tensor, pos: torch.Tensor, corpus: torch.Tensor,
                    allowed: torch.Tensor | None = None, chunk: int = 512) -> np.ndarray:
@@ -18,7 +26,7 @@ def positive_ranks(user: torch.Tensor, active: torch.Tensor, pos: torch.Tensor, 
     for s in range(0, user.shape[0], chunk):
         u, a = user[s:s + chunk], active[s:s + chunk]
         pscore = torch.einsum("bkd,bd->bk", u, pos[s:s + chunk]).masked_fill(~a, -1e9).max(1).values  # [b]
-        cscore = torch.einsum("bkd,nd->bkn", u, corpus).masked_fill(~a.unsqueeze(-1), -1e9).max(1).values  # [b, N]
+        cscore = max_rule_scores(u, a, corpus)  # [b, N]
         if allowed is not None:
             cscore = cscore.masked_fill(~allowed[s:s + chunk], -1e9)
         out.append((cscore > pscore.unsqueeze(1) + 1e-6).sum(1).cpu().numpy())
