@@ -248,6 +248,33 @@ def test_itemknn_sum_and_max():
     assert ItemKNN(sim, "sum").score(rec, np.array([2, 4]))[0] == pytest.approx([2 / 3 + 2 / R6, 1 / 2])
 
 
+def test_collaborative_baselines_read_engaged_items_without_features():
+    """Defect: the baselines read the history through hist_valid, which also drops items without a pretrained
+    embedding, so on a data set without pretrained embeddings item-kNN and ALS saw no history at all and scored
+    exactly as popularity. They read every engaged item but the negative (hidden) ones."""
+    from mer.stages.model.data import make_batch
+
+    cat = catalog()
+    ts = pa.array([0], type=pa.timestamp("us"))
+    table = pa.table({
+        "event_id": ["a"], "user_id": [1], "item_id": [2], "event_ts": ts,
+        # item 5 has no pretrained embedding (hist_valid False, yet engaged); item 4 was hidden
+        "hist_item_ids": [[5, 4, 1]], "hist_ts": pa.array([[0, 0, 0]], type=pa.list_(pa.timestamp("us"))),
+        "hist_valid": [[False, False, True]], "hist_actions": [["click", "hide", "save"]],
+        "condition_id": pa.array([None], type=pa.int64()), "segment": ["core"]})
+    b = make_batch(table, cat, 4)
+    assert b.use.tolist() == [[False, False, False, True]]  # what the towers and PinnerSage read: unchanged
+    assert b.engaged.tolist() == [[False, True, False, True]]
+    rec = Records.from_batch(b)
+    sim = neighbor_matrix(neighbors_table(), cat)
+    # history {5, 1}: S rows 5 -> {6: 1/sqrt2, 4: 1/2}, 1 -> {2: 2/3, 3: 1/sqrt6}; the hidden 4 adds nothing
+    assert ItemKNN(sim, "sum").score(rec, ALL)[0] == pytest.approx([0.0, 2 / 3, 1 / R6, 1 / 2, 0.0, 1 / S2])
+    # the pretrained rule skips the featureless 5 itself: cosine to item 1's unit vector (1, 0)
+    assert Pretrained(cat, "mean").score(rec, ALL)[0] == pytest.approx([1.0, 0.0, 1 / S2, -1.0, 0.0, 0.6])
+    # a batch built from rows without hist_actions keeps the hist_valid slots
+    assert Records.from_batch(make_batch(table.drop_columns(["hist_actions"]), cat, 4)).use.tolist() == b.use.tolist()
+
+
 def test_pretrained_mean_and_max():
     cat = catalog()
     # history [1, 2] + missing item 5 (left out): unit vectors (1,0), (0,1); mean -> (1,1)/sqrt2

@@ -10,7 +10,13 @@ import torch
 from mer.stages.model.dcm import farthest_point_init, route, single_assignment
 from mer.stages.model.item_tower import squash
 from mer.stages.model.loss import StreamingFrequency, sampled_softmax_loss, select_embedding
-from mer.stages.model.metrics import hit_rate, max_rule_scores, mean_pairwise_cosine, positive_ranks
+from mer.stages.model.metrics import (
+    corpus_columns,
+    hit_rate,
+    max_rule_scores,
+    mean_pairwise_cosine,
+    positive_ranks,
+)
 from mer.stages.model.pinnersage import cluster_user
 
 
@@ -352,18 +358,39 @@ def test_streaming_frequency_ranks_frequent_items_higher():
 
 
 def test_hr_at_k_with_max_over_embeddings():
-    # corpus of 4 items; user has two embeddings, one pointing at the positive
+    # corpus of 4 items; user has two embeddings, one pointing at the positive (corpus item 2)
     corpus = torch.tensor([[1.0, 0], [0.8, 0.6], [0, 1.0], [-1.0, 0]])
     user = torch.tensor([[[1.0, 0], [0, 1.0]], [[1.0, 0], [0, 1.0]]])
     active = torch.tensor([[True, True], [True, False]])
     pos = torch.tensor([[0, 1.0], [0, 1.0]])
-    ranks = positive_ranks(user, active, pos, corpus)
-    # record 0: pos scores 1.0 with emb 2 -> only item 0 (1.0, tie) not above -> rank 0
+    cols = corpus_columns(np.array([12, 12]), np.array([10, 11, 12, 13]))
+    assert cols.tolist() == [2, 2]
+    ranks = positive_ranks(user, active, pos, corpus, cols)
+    # record 0: pos scores 1.0 with emb 2; item 0 ties at 1.0 with emb 1 and counts against it -> rank 1
     # record 1: only emb 1 active: pos scores 0; items 0 and 1 score above -> rank 2
-    assert ranks.tolist() == [0, 2]
-    assert hit_rate(ranks, 1) == 0.5 and hit_rate(ranks, 3) == 1.0
+    assert ranks.tolist() == [1, 2]
+    assert hit_rate(ranks, 1) == 0.0 and hit_rate(ranks, 2) == 0.5 and hit_rate(ranks, 3) == 1.0
     allowed = torch.tensor([[True] * 4, [False, False, True, True]])
-    assert positive_ranks(user, active, pos, corpus, allowed).tolist() == [0, 0]
+    assert positive_ranks(user, active, pos, corpus, cols, allowed).tolist() == [1, 0]
+
+
+def test_ranks_never_reward_ties_or_users_without_embeddings():
+    """Defect: ties counted in the positive's favour, so an all-zero user vector (PinnerSage for a user with no
+    usable history item) and a user with no active embedding ranked every positive first: HR@100 1.0 on a data
+    set without pretrained embeddings."""
+    corpus = torch.eye(4)
+    pos = corpus[[1, 1, 3]]
+    user = torch.zeros(3, 2, 4)
+    user[2, 0] = torch.tensor([0.0, 0.0, 0.0, 1.0])
+    active = torch.tensor([[True, False], [False, False], [True, True]])
+    cols = corpus_columns(np.array([21, 21, 99]), np.array([20, 21, 22, 23]))
+    assert cols.tolist() == [1, 1, -1]
+    ranks = positive_ranks(user, active, pos, corpus, cols)
+    # 0: every item scores 0 = the positive's score: the 3 other corpus items tie and count against it
+    # 1: no active embedding: nothing retrieved (rank = corpus size)
+    # 2: the positive is outside the corpus; item 3 has the same vector, a tie -> rank 1 (embedding 2 is zero)
+    assert ranks.tolist() == [3, 4, 1]
+    assert hit_rate(ranks, 1) == 0.0
 
 
 def test_mean_pairwise_cosine_detects_collapse():

@@ -11,7 +11,7 @@ Scores and ranks
 
 Records (rows align with the eval records; a baseline reads only what it needs)
     hist_rows [B, L] int64  catalog rows of the history slots, 0 = empty / unknown item
-    use       [B, L] bool   slots that count (typically mask & valid); default hist_rows > 0
+    use       [B, L] bool   slots that count (engaged: present, not a negative action); default hist_rows > 0
     cond      [B] int64     condition topic as vocab index + 1, 0 = none          (inverted)
     followed  B int arrays  each record's followed topics as vocab index + 1     (inverted)
     A record's history is the *set* of distinct catalog rows > 0 in its used slots.
@@ -21,7 +21,7 @@ Baselines (folder name under ``run_dir(ds)/models/``: score of candidate c)
     itemknn-sum      sum_{h in history} S[h, c]    S = item_neighbors by catalog row (cosine co-engagement,
     itemknn-max      max_{h in history} S[h, c]    top-M per row; 0 where c is not among h's neighbours)
     pretrained-mean  cos(mean_h u_h, c)            u = unit pretrained embedding, 0 when missing; items
-    pretrained-max   max_h cos(u_h, u_c)           without features are left out of the history; no history: 0
+    pretrained-max   max_h cos(u_h, u_c)           without one are left out of the history; no history: 0
     als              cos(mean_h v_h, v_c)          v = unit implicit-ALS item factor (item_factors, Spark MLlib,
                                                    train split), 0 for an item without one: pretrained-mean's
                                                    rule in the collaborative space (iALS with the history folded in)
@@ -113,8 +113,11 @@ class Records:
 
     @classmethod
     def from_batch(cls, batch, followed: Sequence[np.ndarray] | None = None) -> Records:
-        """A mer.stages.model.data Batch (with hist_rows) -> Records: use = mask & valid, cond = the batch's condition."""
-        return cls(hist_rows=np.asarray(batch.hist_rows), use=batch.use, cond=batch.cond.numpy().astype(np.int64),
+        """A mer.stages.model.data Batch (with hist_rows) -> Records: use = the engaged slots (not a negative
+        action; an item without features counts: item-kNN and ALS need none, the pretrained rules skip it
+        themselves), cond = the batch's condition."""
+        use = batch.use if batch.engaged is None else batch.engaged
+        return cls(hist_rows=np.asarray(batch.hist_rows), use=use, cond=batch.cond.numpy().astype(np.int64),
                    followed=followed)
 
 

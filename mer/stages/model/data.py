@@ -16,6 +16,7 @@ import pyarrow.dataset as pads
 import torch
 
 from mer.base.config import MerConfig
+from mer.base.contract import NEGATIVE_ACTIONS
 from mer.base.errors import ContractError
 from mer.base.io import latest_partition, partition_dataset, read_partition
 
@@ -24,7 +25,7 @@ ITEM_INPUTS = ("pre", "missing", "cat", "creator", "topic", "ids")  # what the i
 USER_INPUTS = ITEM_INPUTS + ("mask", "valid", "cond")
 MASK, VALID, COND = (USER_INPUTS.index(k) for k in ("mask", "valid", "cond"))
 TRAIN_COLUMNS = ["event_id", "user_id", "item_id", "event_ts", "hist_item_ids", "hist_ts", "hist_valid",
-                 "condition_id", "segment"]
+                 "hist_actions", "condition_id", "segment"]
 
 _GOLDEN = np.uint64(11400714819323198485)  # Fibonacci hashing: spreads sequential ids over buckets
 
@@ -205,6 +206,15 @@ def load_catalog(cfg: MerConfig, ds: str, topic_vocab: np.ndarray | None = None,
 
 
 # ---------------------------------------------------------------- history batches
+def flag_lists(col: pa.Array | pa.ChunkedArray, values) -> pa.ListArray:
+    """A list<string> column -> list<bool> of the same shape: entry is one of ``values`` (null lists: empty)."""
+    col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    col = pc.fill_null(col, pa.scalar([], col.type)) if col.null_count else col
+    lens = pc.list_value_length(col).to_numpy(zero_copy_only=False).astype(np.int32)
+    flags = pc.fill_null(pc.is_in(col.flatten(), value_set=pa.array(list(values), col.type.value_type)), False)
+    return pa.ListArray.from_arrays(pa.array(np.concatenate([[0], np.cumsum(lens)]).astype(np.int32)), flags)
+
+
 def pad_lists(col: pa.Array, length: int, dtype, fill=0) -> tuple[np.ndarray, np.ndarray]:
     """A list column -> right-aligned [n, length] array keeping the last `length` values + a mask."""
     col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
@@ -241,6 +251,8 @@ class Batch:
     hist_ts: np.ndarray  # int64 microseconds, right-aligned
     event_ts: np.ndarray
     hist_rows: np.ndarray | None = None  # [B, L] catalog rows of the history slots (0 = empty / unknown)
+    # [B, L] present and not a negative action, features or not (None: the rows carried no hist_actions)
+    engaged: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.item_ids)
@@ -264,7 +276,8 @@ class Batch:
         return Batch(inputs=tuple(x[sel] for x in self.inputs), target_rows=self.target_rows[sel],
                      user_ids=self.user_ids[keep], item_ids=self.item_ids[keep], segments=self.segments[keep],
                      condition_ids=self.condition_ids[keep], hist_ts=self.hist_ts[keep], event_ts=self.event_ts[keep],
-                     hist_rows=None if self.hist_rows is None else self.hist_rows[keep])
+                     hist_rows=None if self.hist_rows is None else self.hist_rows[keep],
+                     engaged=None if self.engaged is None else self.engaged[keep])
 
 
 def make_batch(table: pa.Table, catalog: Catalog, history_len: int, cond_topic_ids: np.ndarray | None = None) -> Batch:
@@ -279,12 +292,18 @@ def make_batch(table: pa.Table, catalog: Catalog, history_len: int, cond_topic_i
     rows_t = torch.from_numpy(rows)
     cond = torch.from_numpy(catalog.topic_index(cond_topic_ids))
     valid = valid & mask & (catalog.missing[rows] == 0)  # unknown / featureless items are invalid too
+    engaged = None
+    if "hist_actions" in table.column_names:
+        # What a collaborative baseline reads: every engaged item but the negative ones, with or without
+        # features (co-engagement needs none; hist_valid also drops featureless items).
+        negative, _ = pad_lists(flag_lists(table.column("hist_actions"), NEGATIVE_ACTIONS), history_len, bool, False)
+        engaged = mask & ~negative
     inputs = catalog.item_inputs(rows_t) + (torch.from_numpy(mask), torch.from_numpy(valid), cond)
     ev = table.column("event_ts").cast(pa.int64()).to_numpy(zero_copy_only=False)
     return Batch(inputs=inputs, target_rows=torch.from_numpy(catalog.rows(item_ids)), user_ids=table.column(
         "user_id").to_numpy(zero_copy_only=False).astype(np.int64), item_ids=item_ids,
         segments=np.asarray(table.column("segment").to_pylist(), dtype=object), condition_ids=cond_topic_ids,
-        hist_ts=hist_ts, event_ts=ev, hist_rows=rows)
+        hist_ts=hist_ts, event_ts=ev, hist_rows=rows, engaged=engaged)
 
 
 def sample_item_conditions(table: pa.Table, catalog: Catalog, rng: np.random.Generator) -> np.ndarray:

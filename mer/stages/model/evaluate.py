@@ -40,6 +40,7 @@ from mer.stages.model.data import (
 from mer.stages.model.intervals import paired_bootstrap_ratio, verdict
 from mer.stages.model.merge import served_merge
 from mer.stages.model.metrics import (
+    corpus_columns,
     hit_rate,
     mean_pairwise_cosine,
     overlap,
@@ -192,7 +193,7 @@ def evaluate_implicit(net, name: str, conf: dict, cfg: MerConfig, batch: Batch, 
     user, imp = encode_users(net, batch.inputs)
     active = active_of(net, imp)
     pos = encode_items(net, catalog, batch.target_rows.numpy())
-    ranks = positive_ranks(user, active, pos, corpus_emb)
+    ranks = positive_ranks(user, active, pos, corpus_emb, corpus_columns(batch.target_rows.numpy(), corpus))
     _scored(ev, ranks, batch, cfg.eval.ks)
     _conditioned_hr(ev, ranks, batch, cfg.eval.ks)
     if not full:
@@ -218,7 +219,8 @@ def evaluate_pinnersage(conf: dict, cfg: MerConfig, batch: Batch, catalog: Catal
     active = imp > 0
     active[:, 0] |= ~active.any(1)
     corpus_emb = space[torch.from_numpy(corpus)]
-    ranks = positive_ranks(user, active, space[batch.target_rows], corpus_emb)
+    ranks = positive_ranks(user, active, space[batch.target_rows], corpus_emb,
+                           corpus_columns(batch.target_rows.numpy(), corpus))
     _scored(ev, ranks, batch, cfg.eval.ks)
     _conditioned_hr(ev, ranks, batch, cfg.eval.ks)
     if not full:
@@ -302,10 +304,11 @@ def evaluate_cr(net, name: str, conf: dict, cfg: MerConfig, ds: str, batch: Batc
         inputs = tuple(x[sel] for x in batch.inputs)
         user, _ = encode_users(net, inputs)
         active = torch.ones(user.shape[:2], dtype=torch.bool)
-        ranks = positive_ranks(user, active, pos[sel], corpus_emb)
+        cols = corpus_columns(batch.target_rows.numpy()[has], corpus)
+        ranks = positive_ranks(user, active, pos[sel], corpus_emb, cols)
         _scored(ev, ranks, batch, cfg.eval.ks, records=np.flatnonzero(has))
         allowed = topic_mask[:, cond[sel]].T  # [b, N]: items whose topics contain the condition
-        franks = positive_ranks(user, active, pos[sel], corpus_emb, allowed=allowed)
+        franks = positive_ranks(user, active, pos[sel], corpus_emb, cols, allowed=allowed)
         _hr_metrics(ev, franks, batch.segments[has], cfg.eval.ks, prefix="filtered_hr")
         ev.filtered_ranks = franks
     ev.metrics.append(("conditioned_records", "all", float(has.sum())))
@@ -326,8 +329,8 @@ def evaluate_cr(net, name: str, conf: dict, cfg: MerConfig, ds: str, batch: Batc
         active[b, : len(c)] = True
         if len(c):
             allowed[b, : len(c)] = topic_mask[:, torch.from_numpy(catalog.topic_index(c))].T
-    ranks = positive_ranks(user, active, pos, corpus_emb)
-    ranks[~active.any(1).numpy()] = len(corpus)  # a user who follows nothing gets no explicit candidates
+    # a user who follows nothing has no active embedding: no explicit candidates (rank N)
+    ranks = positive_ranks(user, active, pos, corpus_emb, corpus_columns(batch.target_rows.numpy(), corpus))
     _hr_metrics(ev, ranks, batch.segments, cfg.eval.ks, prefix="hr_followed")
     ev.candidates = embedding_lists(user, active.float(), active, corpus_emb, corpus, cfg.eval.serve_budget,
                                     allowed=allowed)

@@ -4,6 +4,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+# Scores this close to the positive's count as ties (float noise between two encodings of the same item).
+TIE_EPS = 1e-6
+
 
 def max_rule_scores(user: torch.Tensor, active: torch.Tensor, cands: torch.Tensor) -> torch.Tensor:
     """[B, N]: each candidate scored by the max over the user's active embeddings, the rule retrieval ranks by
@@ -15,22 +18,41 @@ def max_rule_scores(user: torch.Tensor, active: torch.Tensor, cands: torch.Tenso
 
 @torch.no_grad()
 def positive_ranks(user: torch.Tensor, active: torch.Tensor, pos: torch.Tensor, corpus: torch.Tensor,
-                   allowed: torch.Tensor | None = None, chunk: int = 512) -> np.ndarray:
+                   pos_col: np.ndarray, allowed: torch.Tensor | None = None, chunk: int = 512) -> np.ndarray:
     """Rank of each record's positive among the corpus (0 = best), scoring items by max over embeddings.
 
-    user [B, K, d], active [B, K] bool, pos [B, d] the positive item, corpus [N, d], allowed [B, N]
-    optional per-record corpus filter (filtered HR). Ties count in the positive's favour; the positive
-    inside the corpus ties with itself and so never counts against itself.
+    user [B, K, d], active [B, K] bool, pos [B, d] the positive item, corpus [N, d], pos_col [B] the
+    positive's column in the corpus (-1 = not in it: ``corpus_columns``), allowed [B, N] optional per-record
+    corpus filter (filtered HR). Ties (within TIE_EPS) count against the positive, as the baselines' rule
+    breaks them (never in the positive's favour): a scorer that gives every item the same score (an
+    all-zero user vector) must not hit. The positive is not its own competitor, and a record with no
+    active embedding retrieves nothing (rank N).
     """
     out = []
     for s in range(0, user.shape[0], chunk):
         u, a = user[s:s + chunk], active[s:s + chunk]
-        pscore = torch.einsum("bkd,bd->bk", u, pos[s:s + chunk]).masked_fill(~a, -1e9).max(1).values  # [b]
+        pscore = torch.einsum("bkd,bd->bk", u, pos[s:s + chunk]).masked_fill(~a, float("-inf")).max(1).values  # [b]
         cscore = max_rule_scores(u, a, corpus)  # [b, N]
         if allowed is not None:
-            cscore = cscore.masked_fill(~allowed[s:s + chunk], -1e9)
-        out.append((cscore > pscore.unsqueeze(1) + 1e-6).sum(1).cpu().numpy())
+            cscore = cscore.masked_fill(~allowed[s:s + chunk], float("-inf"))
+        col = torch.from_numpy(np.asarray(pos_col[s:s + chunk], dtype=np.int64))
+        inside = torch.nonzero(col >= 0).squeeze(1)
+        cscore[inside, col[inside]] = float("-inf")
+        r = (cscore >= pscore.unsqueeze(1) - TIE_EPS).sum(1)
+        r[~a.any(1)] = corpus.shape[0]
+        out.append(r.cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+
+
+def corpus_columns(rows: np.ndarray, corpus: np.ndarray) -> np.ndarray:
+    """Column of each catalog row in ``corpus`` (an array of distinct catalog rows, any order), -1 when absent."""
+    rows = np.asarray(rows, dtype=np.int64)
+    corpus = np.asarray(corpus, dtype=np.int64)
+    if len(corpus) == 0:
+        return np.full(len(rows), -1, dtype=np.int64)
+    order = np.argsort(corpus, kind="stable")
+    j = np.clip(np.searchsorted(corpus[order], rows), 0, len(corpus) - 1)
+    return np.where(corpus[order][j] == rows, order[j], -1)
 
 
 def hit_rate(ranks: np.ndarray, k: int, where: np.ndarray | None = None) -> float:

@@ -6,7 +6,7 @@ import pyarrow as pa
 import torch
 
 from mer.stages.model.data import Batch, Catalog, make_batch
-from mer.stages.model.metrics import positive_ranks
+from mer.stages.model.metrics import corpus_columns, positive_ranks
 
 
 @torch.no_grad()
@@ -60,5 +60,6 @@ def hr_at(net, batch: Batch | None, catalog: Catalog, corpus: np.ndarray, k: int
     corpus_emb = encode_items(net, catalog, corpus)
     user, imp = encode_users(net, batch.inputs)
     pos = encode_items(net, catalog, batch.target_rows.numpy())
-    ranks = positive_ranks(user, active_of(net, imp), pos, corpus_emb)
+    cols = corpus_columns(batch.target_rows.numpy(), corpus)
+    ranks = positive_ranks(user, active_of(net, imp), pos, corpus_emb, cols)
     return float(np.mean(ranks < k))
