@@ -5,6 +5,8 @@ import json
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 import torch
 
@@ -170,3 +172,38 @@ def test_bad_requests_get_clear_errors(trained, tmp_path):
     shutil.rmtree(empty.raw_table("item_features"))
     with pytest.raises(ContractError, match="item_features: no partition at or before"):
         train.run(empty, DS, "dcm")
+
+
+def test_cr_on_data_without_explicit_interests_is_skipped_not_failed(tmp_path, monkeypatch):
+    """Defect: on a data set that logs no explicit interest (no followed-topic source interest joined any
+    engagement) CR failed with "no validation-day rows", which failed the DAG run and stopped `mer compare` after
+    every other tower had trained. It is now NotApplicable: the Airflow task is skipped with the reason (evaluate
+    and the report run with trigger rule none_failed), the stage record says skipped."""
+    from types import SimpleNamespace
+
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from mer.app.pipeline import airflow_stage, read_stages
+    from mer.base.errors import NotApplicable
+    from mer.base.io import write_partition
+    from mer.stages.model import train
+
+    cfg = small_cfg(MerConfig(root=tmp_path / "var"))
+    build(cfg)
+    ex = read_partition(cfg.table("training_examples"), DS)
+    i = ex.schema.get_field_index("condition_id")
+    assert ex.column(i).null_count < ex.num_rows
+    write_partition(cfg.table("training_examples"), DS,
+                    ex.set_column(i, ex.schema.field(i), pa.nulls(ex.num_rows, pa.int64())))
+    with pytest.raises(NotApplicable, match="no row with a condition_id.*no explicit interests.*cr is not trained"):
+        train.run(cfg, DS, "cr", "source")
+    monkeypatch.setenv("MER_ROOT", str(cfg.root))
+    context = {"params": {}, "ds": DS, "ti": SimpleNamespace(task_id="train_cr", map_index=-1)}
+    with pytest.raises(AirflowSkipException, match="no explicit interests"):
+        airflow_stage(context, "mer.stages.model.train:run", "cr", "source")
+    record = read_stages(cfg, DS)["train_cr"]
+    assert record["status"] == "skipped" and "no explicit interests" in record["error"]
+    # a missing validation day is still a contract error, conditioned or not
+    write_partition(cfg.table("training_examples"), DS, ex.filter(pc.field("split") != "val"))
+    with pytest.raises(ContractError, match="no validation-day rows"):
+        train.run(cfg, DS, "cr", "source")

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from mer.base.config import MerConfig, load_config
 from mer.base.contract import LOG_TABLES, SNAPSHOT_TABLES
-from mer.base.errors import MerError, validate_ds
+from mer.base.errors import MerError, NotApplicable, validate_ds
 from mer.base.io import jsonable, list_partitions, write_json_atomic
 
 # DAG param -> config fields it overrides. ``None`` (the param default) keeps the config value,
@@ -136,6 +136,8 @@ def run_stage(cfg: MerConfig, ds: str, task: str, fn: Callable[..., Any], *args:
         return result
     except BaseException as err:
         error = str(err) if isinstance(err, MerError) else "".join(traceback.format_exception_only(err)).strip()
+        if isinstance(err, NotApplicable):
+            status = "skipped"
         raise
     finally:
         record_stage(
@@ -168,7 +170,8 @@ def airflow_stage(context: dict[str, Any], dotted: str, *args: Any) -> Any:
     """Run one stage for the Airflow task in ``context``: config from its params, keyed on its ``ds``.
 
     A data or gate failure (bad rows, failed expectations, refused gate, missing input) will fail
-    the same way on every retry, so it fails the task at once with its message; anything else
+    the same way on every retry, so it fails the task at once with its message; a stage with nothing
+    to do on this data (``NotApplicable``) skips the task with its message; anything else
     (an unreachable endpoint, a killed executor) is left to the task's retries.
     """
     from mer.base.errors import ContractError, DataQualityError, GateError
@@ -177,6 +180,11 @@ def airflow_stage(context: dict[str, Any], dotted: str, *args: Any) -> Any:
     ds = validate_ds(context["ds"])
     try:
         return jsonable(run_stage(cfg, ds, task_name(context), stage_function(dotted), *args))
+    except NotApplicable as err:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        # Skipped, not failed: downstream tasks with trigger rule none_failed (evaluate, report) still run.
+        raise AirflowSkipException(str(err)) from err
     except (ContractError, DataQualityError, GateError) as err:
         from airflow.sdk.exceptions import AirflowFailException
 

@@ -181,6 +181,10 @@ class TrainConfig(Section):
     # synthetic level (0.618 -> 0.620); 1.0 (max rule only): 0.342 / 0.599 (bench/RESULTS.md, session 6).
     max_rule_weight: float = Field(default=0.5, ge=0.0, le=1.0)
     route_valid: bool = True  # DCM: clusters of valid engaged items only (no hides, no featureless items); False = every slot
+    # single / CR also pool engaged history items without a pretrained embedding (their id embedding and other
+    # fields describe them); DCM falls back to them for a user with no item that has one. False = the paper's
+    # validity rule everywhere, which left single with no history on data without pretrained embeddings.
+    featureless_history: bool = True
     max_steps_per_epoch: int | None = None
     va_fpi: bool = True
     sar: bool = True

@@ -28,6 +28,11 @@ class GateError(MerError):
     """A quality gate (blessing, recall) refused to let the run continue."""
 
 
+class NotApplicable(MerError):
+    """The stage has nothing to do on this data (CR on a data set that logs no explicit interests): Airflow marks
+    the task skipped with this message, ``mer compare`` leaves the model out and says why, the CLI exits 2."""
+
+
 class StorageError(MerError):
     """Object storage: missing credentials, checksum mismatch, unreachable endpoint."""
 

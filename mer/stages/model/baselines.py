@@ -116,8 +116,7 @@ class Records:
         """A mer.stages.model.data Batch (with hist_rows) -> Records: use = the engaged slots (not a negative
         action; an item without features counts: item-kNN and ALS need none, the pretrained rules skip it
         themselves), cond = the batch's condition."""
-        use = batch.use if batch.engaged is None else batch.engaged
-        return cls(hist_rows=np.asarray(batch.hist_rows), use=use, cond=batch.cond.numpy().astype(np.int64),
+        return cls(hist_rows=np.asarray(batch.hist_rows), use=batch.engaged, cond=batch.cond.numpy().astype(np.int64),
                    followed=followed)
 
 

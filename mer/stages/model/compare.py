@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mer.base.config import MerConfig
-from mer.base.errors import validate_ds
+from mer.base.errors import NotApplicable, validate_ds
 from mer.base.io import read_partition
 from mer.stages.model import evaluate, train
 from mer.stages.model.intervals import verdict
@@ -33,12 +33,16 @@ RUNS = [("popularity", None), ("itemknn", "sum"), ("itemknn", "max"), ("pretrain
 def run(cfg: MerConfig, ds: str, train_models: bool = True, only: list[str] | None = None) -> dict:
     """Train every run (or the named artifacts in `only`; none with train_models=False), evaluate all, one table."""
     validate_ds(ds)
-    trained = {}
+    trained, skipped = {}, {}
     for model, variant in RUNS if train_models else []:
         if only is not None and artifact_name(model, variant) not in only:
             continue
         t0 = time.time()
-        r = train.run(cfg, ds, model, variant)
+        try:
+            r = train.run(cfg, ds, model, variant)
+        except NotApplicable as err:  # e.g. CR on data without explicit interests: the others still compare
+            skipped[artifact_name(model, variant)] = str(err)
+            continue
         trained[r["model"]] = {"seconds": round(time.time() - t0, 1), "epochs": r.get("epochs_run"),
                                "final_loss": r.get("final_loss")}
     result = evaluate.run(cfg, ds)
@@ -73,6 +77,10 @@ def run(cfg: MerConfig, ds: str, train_models: bool = True, only: list[str] | No
     words = [f"- {r}" for r in verdicts(iv)]
     for w in words:
         print(w)
+    not_trained = [f"- {name}: {why}" for name, why in skipped.items()]
+    if not_trained:
+        print("Not trained (nothing to train on in this data):")
+        print("\n".join(not_trained))
     path = cfg.run_dir(ds) / "compare.md"
     lines = [f"# Model comparison ds={ds}", "", f"{result['records']} eval records from {result['users']} users "
              f"(the intervals resample users), corpus {result['corpus']} items; "
@@ -80,8 +88,11 @@ def run(cfg: MerConfig, ds: str, train_models: bool = True, only: list[str] | No
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     lines += ["", "## In words (HR@100, eval day, all records, paired bootstrap 95% intervals)", ""] + words
+    if not_trained:
+        lines += ["", "## Not trained (nothing to train on in this data)", ""] + not_trained
     path.write_text("\n".join(lines) + "\n")
-    return {"ds": ds, "table": str(path), "trained": trained, "best_baseline": result["best_baseline"],
+    return {"ds": ds, "table": str(path), "trained": trained, "skipped": skipped,
+            "best_baseline": result["best_baseline"],
             "verdicts": [w[2:] for w in words],
             "hr": {n: m.get(f"hr@{k0}/all") for n, m in result["metrics"].items()},
             "hr_novel": {n: m.get(f"hr_novel@{k0}/all") for n, m in result["metrics"].items()}}

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from mer.stages.model.item_tower import (
     TowerConfig,
     history_encoder,
+    history_use,
     masked_mean,
     masked_softmax,
     mlp,
@@ -85,9 +86,9 @@ class CRTower(nn.Module):
         self.dhen = DHEN(self.n_fields, c)
         self.out = nn.Linear(c.dhen_mlp, c.dim)
 
-    def forward(self, pre, missing, cat, creator, topic, ids, mask, valid, cond):
+    def forward(self, pre, missing, cat, creator, topic, ids, mask, engaged, cond):
         e = self.summarize(pre, missing, cat, creator, topic, ids)  # [B, L, d]
-        use = mask & valid
+        use = history_use(self.c, mask, engaged, missing)
         q = self.condition(cond)  # [B, d]
         att = masked_softmax(torch.einsum("bd,bld->bl", self.query(q), e) / e.shape[-1] ** 0.5, use, dim=1)
         pos = torch.arange(e.shape[1], device=e.device).expand_as(use)

@@ -22,8 +22,10 @@ from mer.base.io import latest_partition, partition_dataset, read_partition
 
 # Order of the user-tower inputs everywhere (training, export, serving).
 ITEM_INPUTS = ("pre", "missing", "cat", "creator", "topic", "ids")  # what the item tower reads per item
-USER_INPUTS = ITEM_INPUTS + ("mask", "valid", "cond")
-MASK, VALID, COND = (USER_INPUTS.index(k) for k in ("mask", "valid", "cond"))
+# mask: the slot holds a history item; engaged: ... an item the user engaged, not a negative action (with or without
+# features: a tower that needs features checks `missing`, see item_tower.history_use); cond: condition topic index.
+USER_INPUTS = ITEM_INPUTS + ("mask", "engaged", "cond")
+MASK, ENGAGED, COND, MISSING = (USER_INPUTS.index(k) for k in ("mask", "engaged", "cond", "missing"))
 TRAIN_COLUMNS = ["event_id", "user_id", "item_id", "event_ts", "hist_item_ids", "hist_ts", "hist_valid",
                  "hist_actions", "condition_id", "segment"]
 
@@ -251,8 +253,6 @@ class Batch:
     hist_ts: np.ndarray  # int64 microseconds, right-aligned
     event_ts: np.ndarray
     hist_rows: np.ndarray | None = None  # [B, L] catalog rows of the history slots (0 = empty / unknown)
-    # [B, L] present and not a negative action, features or not (None: the rows carried no hist_actions)
-    engaged: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.item_ids)
@@ -263,8 +263,13 @@ class Batch:
 
     @property
     def use(self) -> np.ndarray:
-        """[B, L] history slots a model may read: present, valid features, not a negative action."""
-        return (self.inputs[MASK] & self.inputs[VALID]).numpy()
+        """[B, L] the paper's valid history slots: engaged (not a negative action) and with features (PinnerSage)."""
+        return (self.inputs[MASK] & self.inputs[ENGAGED] & (self.inputs[MISSING] == 0)).numpy()
+
+    @property
+    def engaged(self) -> np.ndarray:
+        """[B, L] engaged history slots, features or not (item-kNN and ALS need none)."""
+        return (self.inputs[MASK] & self.inputs[ENGAGED]).numpy()
 
     def novel(self) -> np.ndarray:
         """[B] bool: the target is not among the user's own history items (a new item, not a repeat)."""
@@ -276,8 +281,7 @@ class Batch:
         return Batch(inputs=tuple(x[sel] for x in self.inputs), target_rows=self.target_rows[sel],
                      user_ids=self.user_ids[keep], item_ids=self.item_ids[keep], segments=self.segments[keep],
                      condition_ids=self.condition_ids[keep], hist_ts=self.hist_ts[keep], event_ts=self.event_ts[keep],
-                     hist_rows=None if self.hist_rows is None else self.hist_rows[keep],
-                     engaged=None if self.engaged is None else self.engaged[keep])
+                     hist_rows=None if self.hist_rows is None else self.hist_rows[keep])
 
 
 def make_batch(table: pa.Table, catalog: Catalog, history_len: int, cond_topic_ids: np.ndarray | None = None) -> Batch:
@@ -291,19 +295,19 @@ def make_batch(table: pa.Table, catalog: Catalog, history_len: int, cond_topic_i
         cond_topic_ids = table.column("condition_id").fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
     rows_t = torch.from_numpy(rows)
     cond = torch.from_numpy(catalog.topic_index(cond_topic_ids))
-    valid = valid & mask & (catalog.missing[rows] == 0)  # unknown / featureless items are invalid too
-    engaged = None
     if "hist_actions" in table.column_names:
-        # What a collaborative baseline reads: every engaged item but the negative ones, with or without
-        # features (co-engagement needs none; hist_valid also drops featureless items).
+        # Every engaged item but the negative ones, with or without features (hist_valid also drops items without
+        # a pretrained embedding; the towers and baselines that need one check `missing` themselves).
         negative, _ = pad_lists(flag_lists(table.column("hist_actions"), NEGATIVE_ACTIONS), history_len, bool, False)
         engaged = mask & ~negative
-    inputs = catalog.item_inputs(rows_t) + (torch.from_numpy(mask), torch.from_numpy(valid), cond)
+    else:  # rows without hist_actions: hist_valid (features and not negative) is all that is known
+        engaged = valid & mask & (catalog.missing[rows] == 0)
+    inputs = catalog.item_inputs(rows_t) + (torch.from_numpy(mask), torch.from_numpy(engaged), cond)
     ev = table.column("event_ts").cast(pa.int64()).to_numpy(zero_copy_only=False)
     return Batch(inputs=inputs, target_rows=torch.from_numpy(catalog.rows(item_ids)), user_ids=table.column(
         "user_id").to_numpy(zero_copy_only=False).astype(np.int64), item_ids=item_ids,
         segments=np.asarray(table.column("segment").to_pylist(), dtype=object), condition_ids=cond_topic_ids,
-        hist_ts=hist_ts, event_ts=ev, hist_rows=rows, engaged=engaged)
+        hist_ts=hist_ts, event_ts=ev, hist_rows=rows)
 
 
 def sample_item_conditions(table: pa.Table, catalog: Catalog, rng: np.random.Generator) -> np.ndarray:
@@ -328,6 +332,12 @@ def examples_dataset(cfg: MerConfig, ds: str) -> pads.Dataset:
     if missing:
         raise ContractError(f"table training_examples: missing column(s) {missing} in ds={ds}")
     return ds_
+
+
+def has_logged_conditions(cfg: MerConfig, ds: str) -> bool:
+    """Any training_examples row of ds, in any split, with a condition_id (a logged explicit interest)."""
+    ds_ = examples_dataset(cfg, ds)
+    return ds_.count_rows(filter=pc.field("condition_id").is_valid()) > 0
 
 
 def stream_tables(cfg: MerConfig, ds: str, split: str, *, conditioned_only: bool = False,

@@ -114,16 +114,19 @@ class DCMTower(nn.Module):
             self.anchor_w = nn.Parameter(torch.ones(()))
             self.centroid_w = nn.Parameter(torch.ones(()))
 
-    def forward(self, pre, missing, cat, creator, topic, ids, mask, valid, cond):
+    def forward(self, pre, missing, cat, creator, topic, ids, mask, engaged, cond):
         e = self.summarize(pre, missing, cat, creator, topic, ids)  # Eq 4, [B, L, d]
-        eligible = (mask & valid) if self.c.va_fpi else mask  # Eq 6 vs Eq 5
+        valid = mask & engaged & (missing == 0)  # I_valid: engaged (no negative action) and with features
+        eligible = valid if self.c.va_fpi else mask  # Eq 6 vs Eq 5
         idx, active = farthest_point_init(e.detach(), eligible, mask, self.c.k)
         c0 = e.gather(1, idx.unsqueeze(-1).expand(-1, -1, e.shape[-1]))
         # Which history items the clusters are made of: with route_valid, only engaged items with valid features
-        # (not hides), as single and PinnerSage pool them; a user with none falls back to every slot.
+        # (not hides), as PinnerSage pools them; a user with none falls back to the engaged items without
+        # features (featureless_history; before it: to every slot, hides included).
         members = mask
         if self.c.route_valid:
-            members = torch.where((mask & valid).any(1, keepdim=True), mask & valid, mask)
+            fallback = (mask & engaged) if self.c.featureless_history else mask
+            members = torch.where(valid.any(1, keepdim=True), valid, fallback)
         weight = 2 * torch.sigmoid(self.pos[-e.shape[1]:]) if self.c.recency else None
         c, b = route(e, c0, members, active, self.c.routing_iters, self.c.sar, weight)
         importance = b.sum(-1) * active.to(b.dtype)  # 3.5: cluster importance = sum_i b_ij

@@ -26,7 +26,7 @@ class InterestTokenTower(nn.Module):
                                                   batch_first=True)
         self.head = mlp(c.dim, c.hidden_dim, c.dim)
 
-    def forward(self, pre, missing, cat, creator, topic, ids, mask, valid, cond):
+    def forward(self, pre, missing, cat, creator, topic, ids, mask, engaged, cond):
         e = self.summarize(pre, missing, cat, creator, topic, ids)
         mem = e + self.pos[-e.shape[1]:]
         # An empty history would mask every key (NaN attention): leave its last slot visible.

@@ -53,6 +53,9 @@ class TowerConfig:
     pre_skip: bool = False  # item tower: + a linear map of the pretrained embedding into the output
     residual: bool = False  # single: output = normalize(attended history + MLP(...)) instead of normalize(MLP(...))
     anchor: bool = False  # DCM: every interest = normalize(w_g g + w_c c_j + MLP([c_j, g])), g the attended history
+    # single / CR pool engaged history items without a pretrained embedding too; DCM falls back to the engaged
+    # items (not every slot) for a user none of whose items has one (history_use).
+    featureless_history: bool = False
     # Training only (no module depends on it): the share of the loss scored by the max-rule (train.max_rule_weight).
     max_rule_weight: float = 0.0
 
@@ -97,6 +100,15 @@ def attention_pool(e: torch.Tensor, use: torch.Tensor, attn: nn.Linear, pos: tor
         logits = logits + pos[-e.shape[1]:]
     w = masked_softmax(logits, use, dim=1)
     return (w.unsqueeze(-1) * e).sum(1)
+
+
+def history_use(c: TowerConfig, mask: torch.Tensor, engaged: torch.Tensor, missing: torch.Tensor) -> torch.Tensor:
+    """[B, L] the history slots a pooling tower (single, CR) reads: engaged items (not a negative action), with a
+    pretrained embedding only unless ``c.featureless_history``. The id embedding and the other fields describe an
+    item without one; leaving such items out (the paper's validity rule, meant for DCM's clustering) left single
+    with no history at all on a data set without pretrained embeddings (HR@100 at popularity's level)."""
+    use = mask & engaged
+    return use if c.featureless_history else use & (missing == 0)
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

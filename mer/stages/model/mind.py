@@ -30,7 +30,7 @@ class MINDTower(nn.Module):
         self.register_buffer("b0", torch.randn(c.k, c.history_len, generator=g))
         self.head = mlp(c.dim, c.hidden_dim, c.dim)
 
-    def forward(self, pre, missing, cat, creator, topic, ids, mask, valid, cond):
+    def forward(self, pre, missing, cat, creator, topic, ids, mask, engaged, cond):
         e = self.summarize(pre, missing, cat, creator, topic, ids)
         se = self.S(e)  # [B, L, d]
         L = se.shape[1]

@@ -32,7 +32,7 @@ class SelfAttentionTower(nn.Module):
         self.w2 = nn.Linear(4 * c.dim, c.k, bias=False)
         self.head = mlp(c.dim, c.hidden_dim, c.dim)
 
-    def forward(self, pre, missing, cat, creator, topic, ids, mask, valid, cond):
+    def forward(self, pre, missing, cat, creator, topic, ids, mask, engaged, cond):
         e = self.summarize(pre, missing, cat, creator, topic, ids)
         h = e + self.pos[-e.shape[1]:]
         a = self.w2(torch.tanh(self.w1(h))).transpose(1, 2)  # [B, K, L]

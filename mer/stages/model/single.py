@@ -11,6 +11,7 @@ from mer.stages.model.item_tower import (
     TowerConfig,
     attention_pool,
     history_encoder,
+    history_use,
     masked_mean,
     mlp,
 )
@@ -30,9 +31,9 @@ class SingleTower(nn.Module):
         if c.recency:  # attention logit bias per history position: recent items can weigh more
             self.pos_bias = nn.Parameter(torch.zeros(c.history_len))
 
-    def forward(self, pre, missing, cat, creator, topic, ids, mask, valid, cond):
+    def forward(self, pre, missing, cat, creator, topic, ids, mask, engaged, cond):
         e = self.summarize(pre, missing, cat, creator, topic, ids)  # [B, L, d]
-        use = mask & valid
+        use = history_use(self.c, mask, engaged, missing)
         attended = attention_pool(e, use, self.attn, self.pos_bias if self.c.recency else None)
         pooled = torch.cat([attended, masked_mean(e, use)], dim=-1)
         # Residual on the attended history (as DCM's c + MLP(c)): the user starts near what they engaged, in the

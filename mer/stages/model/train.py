@@ -30,12 +30,13 @@ from safetensors.torch import save_model
 from tqdm import tqdm
 
 from mer.base.config import MerConfig, load_config
-from mer.base.errors import ConfigError, ContractError, MerError, validate_ds
+from mer.base.errors import ConfigError, ContractError, MerError, NotApplicable, validate_ds
 from mer.base.io import read_partition, swap_in
 from mer.stages.model.data import (
     corpus_rows,
     examples_dataset,
     factor_arrays,
+    has_logged_conditions,
     item_probabilities,
     load_catalog,
     load_topic_vocab,
@@ -295,6 +296,11 @@ def train_tower(cfg: MerConfig, ds: str, model: str, variant: str | None) -> dic
     val = eval_batch(read_eval(cfg, ds, t.early_stop_records, t.seed, conditioned_only=spec.conditioned, split="val"),
                      catalog, tc.history_len)
     if val is None or len(val) == 0:
+        if spec.conditioned and not has_logged_conditions(cfg, ds):
+            raise NotApplicable(
+                f"model {name}: table training_examples has no row with a condition_id in ds={ds} (no positive "
+                "engagement joined a followed-topic source interest in source_interest_log), so this data set logs "
+                f"no explicit interests to condition on; {name} is not trained")
         raise ContractError(f"table training_examples: no validation-day rows (split='val') for model {name} in "
                             f"ds={ds}" + (" with a condition_id" if spec.conditioned else "")
                             + ": early stopping needs them (check build.val_days and the window's last days)")
