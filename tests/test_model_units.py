@@ -192,6 +192,39 @@ def test_single_tower_is_a_residual_on_the_attended_history():
     assert imp.tolist() == [[1.0]]
 
 
+def test_history_use_falls_back_to_featureless_engaged_items():
+    """Defect: single and CR pooled only items with a pretrained embedding, so a user none of whose items has one
+    (every user, on a data set without pretrained embeddings) had no history: single scored at popularity's level."""
+    from mer.stages.model.item_tower import TowerConfig, history_use
+
+    mask = torch.tensor([[False, True, True, True], [True, True, True, True]])
+    engaged = torch.tensor([[True, True, False, True], [True, False, True, True]])  # False = hidden
+    missing = torch.tensor([[0.0, 1.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0]])  # user 1: no item has an embedding
+    old = history_use(TowerConfig(), mask, engaged, missing)
+    new = history_use(TowerConfig(featureless_fallback=True), mask, engaged, missing)
+    assert old.tolist() == [[False, False, False, True], [False] * 4]
+    # user 0 has a valid item: unchanged; user 1 reads its engaged items (not the hidden one)
+    assert new.tolist() == [[False, False, False, True], [True, False, True, True]]
+
+    from mer.stages.model.zoo import TwoTower
+
+    net = TwoTower(TowerConfig(model="single", k=1, history_len=3, pre_dim=4, dim=4, history_encoder="item_tower",
+                               pre_skip=True, residual=True, id_vocab_size=4, featureless_fallback=True))
+    net.eval()
+    with torch.no_grad():
+        net.item.summarize.fields.id_vocab.copy_(torch.tensor([1, 2, 3, 4]))
+    z = torch.zeros(2, 3, dtype=torch.long)
+    ids = torch.tensor([[1, 2, 3], [4, 4, 4]])
+    m, e = torch.ones(2, 3, dtype=torch.bool), torch.ones(2, 3, dtype=torch.bool)
+    args = (torch.zeros(2, 3, 4), torch.ones(2, 3), z, z, z, ids, m, e, torch.zeros(2, dtype=torch.long))
+    with torch.no_grad():
+        o, _ = net.user(*args)
+        net.user.c.featureless_fallback = False
+        o_old, _ = net.user(*args)
+    assert not torch.allclose(o[0], o[1], atol=1e-4)  # two featureless histories of different items differ
+    assert torch.allclose(o_old[0], o_old[1])  # without the fallback both users read nothing: the same vector
+
+
 def test_anchored_dcm_interests_start_from_the_attended_history():
     # With its MLP's output layer at zero, flat attention and the centroid weight at zero, every DCM interest is
     # the normalised mean of the user's valid history (as single's known answer); with the centroid weight back

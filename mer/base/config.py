@@ -181,10 +181,10 @@ class TrainConfig(Section):
     # synthetic level (0.618 -> 0.620); 1.0 (max rule only): 0.342 / 0.599 (bench/RESULTS.md, session 6).
     max_rule_weight: float = Field(default=0.5, ge=0.0, le=1.0)
     route_valid: bool = True  # DCM: clusters of valid engaged items only (no hides, no featureless items); False = every slot
-    # single / CR also pool engaged history items without a pretrained embedding (their id embedding and other
-    # fields describe them); DCM falls back to them for a user with no item that has one. False = the paper's
-    # validity rule everywhere, which left single with no history on data without pretrained embeddings.
-    featureless_history: bool = True
+    # A user none of whose engaged history items has a pretrained embedding is described by those items (id
+    # embedding and other fields) instead of by nothing (single, CR) or every slot, hides included (DCM). False:
+    # single saw no history on data without pretrained embeddings (item_tower.history_use; bench/RESULTS.md).
+    featureless_fallback: bool = True
     max_steps_per_epoch: int | None = None
     va_fpi: bool = True
     sar: bool = True

@@ -6,8 +6,8 @@ Scores and ranks
     (NaN counts as -inf). ``bind(baseline, records)`` gives the ``score_fn(slice, cols)`` that
     ``ranks_from_scores`` and ``top_lists`` call once per chunk of records. Both rank corpus items in
     one total order: score desc, then ``tiebreak`` desc (train popularity), then lower catalog row.
-    Unlike the towers' rule (ties count in the positive's favour, fine for continuous scores), a
-    positive whose kNN score is 0 is placed behind every zero-score item that wins the tie-break.
+    A positive whose kNN score is 0 is placed behind every zero-score item that wins the tie-break (the
+    towers' rule, metrics.positive_ranks, also counts ties against the positive).
 
 Records (rows align with the eval records; a baseline reads only what it needs)
     hist_rows [B, L] int64  catalog rows of the history slots, 0 = empty / unknown item

@@ -17,7 +17,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mer.stages.model.item_tower import TowerConfig, attention_pool, history_encoder, mlp, squash
+from mer.stages.model.item_tower import (
+    TowerConfig,
+    attention_pool,
+    history_encoder,
+    history_use,
+    mlp,
+    squash,
+)
 from mer.stages.model.tower_spec import TowerSpec
 
 
@@ -121,12 +128,13 @@ class DCMTower(nn.Module):
         idx, active = farthest_point_init(e.detach(), eligible, mask, self.c.k)
         c0 = e.gather(1, idx.unsqueeze(-1).expand(-1, -1, e.shape[-1]))
         # Which history items the clusters are made of: with route_valid, only engaged items with valid features
-        # (not hides), as PinnerSage pools them; a user with none falls back to the engaged items without
-        # features (featureless_history; before it: to every slot, hides included).
+        # (not hides), as single and PinnerSage pool them; a user with none falls back to its engaged items without
+        # features (featureless_fallback), then to every slot, hides included (a watched-and-disliked item still
+        # says what the user looks at).
         members = mask
         if self.c.route_valid:
-            fallback = (mask & engaged) if self.c.featureless_history else mask
-            members = torch.where(valid.any(1, keepdim=True), valid, fallback)
+            members = history_use(self.c, mask, engaged, missing) if self.c.featureless_fallback else valid
+            members = torch.where(members.any(1, keepdim=True), members, mask)
         weight = 2 * torch.sigmoid(self.pos[-e.shape[1]:]) if self.c.recency else None
         c, b = route(e, c0, members, active, self.c.routing_iters, self.c.sar, weight)
         importance = b.sum(-1) * active.to(b.dtype)  # 3.5: cluster importance = sum_i b_ij

@@ -53,9 +53,9 @@ class TowerConfig:
     pre_skip: bool = False  # item tower: + a linear map of the pretrained embedding into the output
     residual: bool = False  # single: output = normalize(attended history + MLP(...)) instead of normalize(MLP(...))
     anchor: bool = False  # DCM: every interest = normalize(w_g g + w_c c_j + MLP([c_j, g])), g the attended history
-    # single / CR pool engaged history items without a pretrained embedding too; DCM falls back to the engaged
-    # items (not every slot) for a user none of whose items has one (history_use).
-    featureless_history: bool = False
+    # A user none of whose engaged history items has a pretrained embedding is described by those items (their id
+    # embedding and other fields) instead of by nothing (single, CR) or by every slot, hides included (DCM).
+    featureless_fallback: bool = False
     # Training only (no module depends on it): the share of the loss scored by the max-rule (train.max_rule_weight).
     max_rule_weight: float = 0.0
 
@@ -103,12 +103,17 @@ def attention_pool(e: torch.Tensor, use: torch.Tensor, attn: nn.Linear, pos: tor
 
 
 def history_use(c: TowerConfig, mask: torch.Tensor, engaged: torch.Tensor, missing: torch.Tensor) -> torch.Tensor:
-    """[B, L] the history slots a pooling tower (single, CR) reads: engaged items (not a negative action), with a
-    pretrained embedding only unless ``c.featureless_history``. The id embedding and the other fields describe an
-    item without one; leaving such items out (the paper's validity rule, meant for DCM's clustering) left single
-    with no history at all on a data set without pretrained embeddings (HR@100 at popularity's level)."""
-    use = mask & engaged
-    return use if c.featureless_history else use & (missing == 0)
+    """[B, L] the history slots single and CR pool and DCM clusters: the paper's valid items (engaged, i.e. not a
+    negative action, and with a pretrained embedding); with ``c.featureless_fallback``, a user who has none reads
+    its engaged items without one (their id embedding and other fields describe them). Without the fallback,
+    single and CR saw no history at all on a data set without pretrained embeddings (HR@100 at popularity's
+    level). Pooling every engaged item, featureless or not, was measured too: level on MovieLens, lower on
+    synthetic (validation day, single 0.546 -> 0.542, CR 0.493 -> 0.481), so the valid items come first."""
+    engaged = mask & engaged
+    valid = engaged & (missing == 0)
+    if not c.featureless_fallback:
+        return valid
+    return torch.where(valid.any(1, keepdim=True), valid, engaged)
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
