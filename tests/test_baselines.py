@@ -169,6 +169,20 @@ def test_catalog_pretrained_embeddings_are_unit_length():
     assert np.allclose(pre[5], 0.0) and np.asarray(c.missing)[5] == 1
 
 
+def test_catalog_flags_all_zero_and_non_finite_embeddings_as_missing():
+    """Defect: an all-zero embedding (synthetic's invalid kind 2) kept missing = 0, so the towers saw it as a present
+    embedding and counted the item as valid history, while the build's hist_valid (finite, non-zero norm) did not."""
+    items = pa.table({
+        "item_id": [1, 2, 3, 4],
+        "pretrained_embedding": [[1.0, 0.0], [0.0, 0.0], [float("nan"), 1.0], [1.0, 2.0, 3.0]],
+        "category_id": [1, 1, 1, 1], "creator_id": [1, 1, 1, 1],
+        "topic_ids": [[100]] * 4, "topic_scores": [[1.0]] * 4,
+    }, schema=ITEM_FEATURES)
+    c = build_catalog(items, VOCAB, cat_buckets=8, creator_buckets=8)
+    assert np.asarray(c.missing)[1:].tolist() == [0.0, 1.0, 1.0, 1.0]  # present, all-zero, NaN, wrong length
+    assert not np.asarray(c.pre)[2:].any()
+
+
 def test_als_baseline_is_cosine_to_the_mean_of_the_history_factors():
     cat = catalog()
     space = factor_space(FACTORS, cat)

@@ -124,7 +124,9 @@ def item_arrays(table: pa.Table, pre_dim: int | None, topic_vocab: np.ndarray, c
         good = emb.filter(pa.array(ok))
         pre[ok] = np.asarray(good.flatten().to_numpy(zero_copy_only=False), dtype=np.float32).reshape(-1, pre_dim)
     finite = np.isfinite(pre).all(axis=1)
-    ok &= finite
+    # An all-zero vector is no embedding either (the build's hist_valid rule: finite, non-zero norm); it was fed
+    # to the towers as a present one and counted as valid history.
+    ok &= finite & (np.abs(pre).sum(axis=1) > 0)
     pre[~ok] = 0.0  # the paper's validity rule: a missing feature is zeroed and flagged, not guessed
     # Unit length, as the pretrained baselines and PinnerSage compare them (cosine): a data set whose embeddings
     # come unnormalised (norms of 10 or 1,000) then enters the towers at the scale their input layers were
