@@ -22,7 +22,7 @@ from mer.base.io import latest_partition, partition_dataset, read_partition
 
 # Order of the user-tower inputs everywhere (training, export, serving).
 ITEM_INPUTS = ("pre", "missing", "cat", "creator", "topic", "ids")  # what the item tower reads per item
-# mask: the slot holds a history item; engaged: ... an item the user engaged, not a negative action (with or without
+# mask: the slot holds a history item; engaged: and that item's action is not a negative one (with or without
 # features: a tower that needs features checks `missing`, see item_tower.history_use); cond: condition topic index.
 USER_INPUTS = ITEM_INPUTS + ("mask", "engaged", "cond")
 MASK, ENGAGED, COND, MISSING = (USER_INPUTS.index(k) for k in ("mask", "engaged", "cond", "missing"))
@@ -337,9 +337,10 @@ def examples_dataset(cfg: MerConfig, ds: str) -> pads.Dataset:
 
 
 def has_logged_conditions(cfg: MerConfig, ds: str) -> bool:
-    """Any training_examples row of ds, in any split, with a condition_id (a logged explicit interest)."""
+    """Any train or validation row of training_examples ds with a condition_id (a logged explicit interest); the
+    eval day is not read."""
     ds_ = examples_dataset(cfg, ds)
-    return ds_.count_rows(filter=pc.field("condition_id").is_valid()) > 0
+    return ds_.count_rows(filter=(pc.field("split") != "eval") & pc.field("condition_id").is_valid()) > 0
 
 
 def stream_tables(cfg: MerConfig, ds: str, split: str, *, conditioned_only: bool = False,
