@@ -13,29 +13,16 @@ Everything else in raw/ is copied unchanged.
 """
 from __future__ import annotations
 
-import argparse
-import shutil
-from pathlib import Path
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as pds
-import pyarrow.parquet as pq
+from derived_root import source_and_destination, write_derived  # bench/ (the script's folder)
 from scipy.sparse import csr_matrix
 from scipy.sparse.linalg import svds
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("src", type=Path)
-    ap.add_argument("dst", type=Path)
-    args = ap.parse_args()
-    src, dst = args.src / "raw", args.dst / "raw"
-    if dst.exists():
-        raise SystemExit(f"make_cf_pretrained: {dst} exists; give a new folder")
-    for table in ("engagement_log", "item_features"):
-        if not (src / table).is_dir():
-            raise SystemExit(f"make_cf_pretrained: {src / table} does not exist (SRC must hold raw/<table>/ds=...)")
+    src, dst = source_and_destination("make_cf_pretrained", __doc__, ("engagement_log", "item_features"))
 
     log = pds.dataset(src / "engagement_log", partitioning="hive").to_table(
         columns=["user_id", "item_id", "action", "ds"]).to_pandas()
@@ -68,20 +55,13 @@ def main() -> None:
     factors /= np.linalg.norm(factors, axis=1, keepdims=True) + 1e-12
     print(f"{len(ids)} items, {int(seen.sum())} with engagement before {val_day}, dim {dim}")
 
-    # Written beside DST and renamed into place at the end: a failed run leaves no half-rewritten raw/ behind.
-    staging = dst.with_name(f".{dst.name}.staging")
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
-        shutil.copytree(src, staging)
-        for path in sorted((staging / "item_features").rglob("*.parquet")):
-            t = pq.read_table(path)
-            field = t.schema.get_field_index("pretrained_embedding")
-            vec = pa.array([factors[col[int(i)]].astype(np.float32).tolist()
-                            for i in t.column("item_id").to_pylist()], type=t.schema.field(field).type)
-            pq.write_table(t.set_column(field, "pretrained_embedding", vec), path)
-        staging.rename(dst)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    def with_factors(t: pa.Table) -> pa.Table:
+        field = t.schema.get_field_index("pretrained_embedding")
+        vec = pa.array([factors[col[int(i)]].astype(np.float32).tolist()
+                        for i in t.column("item_id").to_pylist()], type=t.schema.field(field).type)
+        return t.set_column(field, "pretrained_embedding", vec)
+
+    write_derived(src, dst, {"item_features": with_factors})
 
 
 if __name__ == "__main__":

@@ -12,12 +12,8 @@ interest. What the towers can learn from is then co-engagement alone, as item-kN
 """
 from __future__ import annotations
 
-import argparse
-import shutil
-from pathlib import Path
-
 import pyarrow as pa
-import pyarrow.parquet as pq
+from derived_root import source_and_destination, write_derived  # bench/ (the script's folder)
 
 
 def strip_item_features(t: pa.Table) -> pa.Table:
@@ -47,28 +43,8 @@ STRIP = {"item_features": strip_item_features, "source_interest_log": strip_sour
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("src", type=Path)
-    ap.add_argument("dst", type=Path)
-    args = ap.parse_args()
-    src, dst = args.src / "raw", args.dst / "raw"
-    if dst.exists():
-        raise SystemExit(f"make_interactions_only: {dst} exists; give a new folder")
-    for table in ("engagement_log", *STRIP):
-        if not (src / table).is_dir():
-            raise SystemExit(f"make_interactions_only: {src / table} does not exist (SRC must hold raw/<table>/ds=...)")
-    # Written beside DST and renamed into place at the end: a failed run leaves no half-rewritten raw/ behind.
-    staging = dst.with_name(f".{dst.name}.staging")
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
-        shutil.copytree(src, staging)
-        for table, strip in STRIP.items():
-            for path in sorted((staging / table).rglob("*.parquet")):
-                pq.write_table(strip(pq.read_table(path)), path)
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        staging.rename(dst)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    src, dst = source_and_destination("make_interactions_only", __doc__, ("engagement_log", *STRIP))
+    write_derived(src, dst, STRIP)
     print(f"{dst}: interactions only (no pretrained embeddings, topics, follows or source interests)")
 
 
