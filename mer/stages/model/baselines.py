@@ -58,6 +58,7 @@ from mer.base.config import MerConfig
 from mer.base.errors import ContractError, validate_ds
 from mer.base.io import read_partition, swap_in
 from mer.stages.model.data import Catalog, factor_arrays, unit_rows
+from mer.stages.model.metrics import corpus_columns
 
 ScoreFn = Callable[[slice, np.ndarray], np.ndarray]
 
@@ -198,14 +199,6 @@ def _gather(indptr: np.ndarray, which: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return owner, pos
 
 
-def _find(cols: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """Position of each row in sorted ``cols``, -1 when absent."""
-    if len(cols) == 0:
-        return np.full(len(rows), -1, dtype=np.int64)
-    j = np.clip(np.searchsorted(cols, rows), 0, len(cols) - 1)
-    return np.where(cols[j] == rows, j, -1)
-
-
 # ---------------------------------------------------------------- baselines
 class Popularity:
     """score = train-split positives of the item, the same list for everyone."""
@@ -230,7 +223,7 @@ class ItemKNN:
         b, c = len(rec), len(cols)
         r, h = history_pairs(rec.hist_rows, rec.use)
         owner, e = _gather(self.sim.indptr, h)  # every neighbour entry of every history item
-        j = _find(cols, self.sim.indices[e])
+        j = corpus_columns(self.sim.indices[e], cols)
         keep = j >= 0
         flat = r[owner[keep]] * c + j[keep]
         v = self.sim.data[e[keep]].astype(np.float64)
