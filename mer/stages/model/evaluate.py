@@ -295,6 +295,7 @@ def evaluate_cr(net, name: str, conf: dict, cfg: MerConfig, ds: str, batch: Batc
     corpus_emb = encode_items(net, catalog, corpus)
     topic_mask = corpus_topic_mask(catalog, corpus)  # [N, T+1]
     pos = encode_items(net, catalog, batch.target_rows.numpy())
+    cols = corpus_columns(batch.target_rows.numpy(), corpus)
 
     # 1) the logged condition (source interest) of each conditioned eval record
     cond = batch.cond
@@ -304,11 +305,10 @@ def evaluate_cr(net, name: str, conf: dict, cfg: MerConfig, ds: str, batch: Batc
         inputs = tuple(x[sel] for x in batch.inputs)
         user, _ = encode_users(net, inputs)
         active = torch.ones(user.shape[:2], dtype=torch.bool)
-        cols = corpus_columns(batch.target_rows.numpy()[has], corpus)
-        ranks = positive_ranks(user, active, pos[sel], corpus_emb, cols)
+        ranks = positive_ranks(user, active, pos[sel], corpus_emb, cols[has])
         _scored(ev, ranks, batch, cfg.eval.ks, records=np.flatnonzero(has))
         allowed = topic_mask[:, cond[sel]].T  # [b, N]: items whose topics contain the condition
-        franks = positive_ranks(user, active, pos[sel], corpus_emb, cols, allowed=allowed)
+        franks = positive_ranks(user, active, pos[sel], corpus_emb, cols[has], allowed=allowed)
         _hr_metrics(ev, franks, batch.segments[has], cfg.eval.ks, prefix="filtered_hr")
         ev.filtered_ranks = franks
     ev.metrics.append(("conditioned_records", "all", float(has.sum())))
@@ -330,7 +330,7 @@ def evaluate_cr(net, name: str, conf: dict, cfg: MerConfig, ds: str, batch: Batc
         if len(c):
             allowed[b, : len(c)] = topic_mask[:, torch.from_numpy(catalog.topic_index(c))].T
     # a user who follows nothing has no active embedding: no explicit candidates (rank N)
-    ranks = positive_ranks(user, active, pos, corpus_emb, corpus_columns(batch.target_rows.numpy(), corpus))
+    ranks = positive_ranks(user, active, pos, corpus_emb, cols)
     _hr_metrics(ev, ranks, batch.segments, cfg.eval.ks, prefix="hr_followed")
     ev.candidates = embedding_lists(user, active.float(), active, corpus_emb, corpus, cfg.eval.serve_budget,
                                     allowed=allowed)
