@@ -174,11 +174,15 @@ class TrainConfig(Section):
     # single's one embedding on MovieLens; anchored, it shifts the whole-history taste towards its cluster.
     # Validation day, 3 seeds: MovieLens 0.291 -> 0.306, synthetic level (0.619 -> 0.617).
     anchor: bool = True
-    # Multi-embedding towers with argmax association (DCM, MIND): this share of the loss scores the positive and
+    # Multi-embedding towers (DCM, MIND, SA, interest-token): this share of the loss scores the positive and
     # every negative by the max over the user's embeddings, the rule retrieval ranks by; the rest is Eq 9 as the
     # paper trains (negatives scored by the positive's embedding alone, which never compares one interest's
     # scores with another's). Validation day, anchored DCM, 3 seeds: 0 -> 0.5 moves MovieLens 0.325 -> 0.343,
     # synthetic level (0.618 -> 0.620); 1.0 (max rule only): 0.342 / 0.599 (bench/RESULTS.md, session 6).
+    # SA and interest-token (Gumbel association) without it learn K user-independent interests on data with
+    # nothing but interactions (HR@100 at popularity's level); with it (session 9) SA 0.153 -> 0.211 there,
+    # MovieLens 0.292 -> 0.324, synthetic 0.574 -> 0.591; interest-token 0.149 -> 0.209 / 0.279 -> 0.298 /
+    # 0.457 -> 0.543.
     max_rule_weight: float = Field(default=0.5, ge=0.0, le=1.0)
     route_valid: bool = True  # DCM: clusters of valid engaged items only (no hides, no featureless items); False = every slot
     # A user none of whose engaged history items has a pretrained embedding is described by those items (id

@@ -3,7 +3,7 @@
 For a multi-embedding user the positive picks one embedding: argmax (Eq 8) or, for towers with
 random-init conditions, a straight-through Gumbel softmax sample (3.2.4). The same embedding scores
 the in-batch negatives. In-batch copies of the positive item are masked out (they are not negatives).
-Multi-embedding towers with argmax association add the same loss on the max-rule score (train.max_rule_weight).
+Multi-embedding towers add the same loss on the max-rule score (train.max_rule_weight), whatever their association.
 """
 from __future__ import annotations
 

@@ -94,7 +94,7 @@ def batch_loss(net: TwoTower, batch, log_q: torch.Tensor, temperature: float) ->
         extra = (net.item(*inputs), rows, n_items)
     loss = sampled_softmax_loss(u, items, log_q, batch.target_rows, temperature, extra)  # Eq 9
     w = net.c.max_rule_weight
-    if w > 0 and net.c.k > 1 and net.association == "argmax":
+    if w > 0 and net.c.k > 1:
         on_max = sampled_softmax_loss(None, items, log_q, batch.target_rows, temperature, extra, (user, active))
         loss = (1 - w) * loss + w * on_max
     return loss
