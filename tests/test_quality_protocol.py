@@ -234,3 +234,24 @@ def test_compare_prints_baselines_intervals_and_novel_hr(tmp_path, capsys):
     assert 0 < dcm.users.iloc[0] <= dcm.n.iloc[0]
     assert f"eval records from {dcm.users.iloc[0]} users" in text  # dcm is scored on every eval record
     assert set(iv[iv.model == "cr"].metric) == {"hr@10", "filtered_hr@10"}  # filtered HR vs the explicit control
+
+
+def test_the_candidate_is_compared_with_each_implicit_comparator():
+    from mer.stages.model.evaluate import ModelEval, intervals
+
+    # 10 users x 10 records; dcm hits users 0-5, sa 0-2, mind 0-3, single 0-4: dcm / sa = 2.0, dcm / mind = 1.5
+    users = np.repeat(np.arange(10), 10)
+    rec = np.arange(100)
+    hit = lambda n: np.where(users < n, 0, 500)  # noqa: E731 (rank 0 = hit, 500 = miss)
+    res = {name: ModelEval(name, name.split("-")[0], "", records=rec, ranks=hit(n))
+           for name, n in (("dcm", 6), ("dcm-k2", 6), ("sa", 3), ("mind", 4), ("single", 5))}
+    rows = intervals(res, np.ones(100, bool), np.array(["core"] * 100), users, None, 100, seed=3, n_boot=200,
+                     candidate="dcm")
+    refs = {(r["name"], r["reference"]): r["ratio"] for r in rows if r["records"] == "all" and r["segment"] == "all"}
+    assert refs[("dcm", "sa")] == 2.0 and refs[("dcm", "mind")] == 1.5 and refs[("dcm", "single")] == 1.2
+    # only the candidate: not its variants, not the comparators among themselves; no row for an absent one
+    assert {ref for name, ref in refs if ref not in ("single",)} == {"sa", "mind"}
+    assert {name for name, ref in refs if ref in ("sa", "mind")} == {"dcm"}
+    # without a candidate (the intervals the tests above check) nothing is added
+    plain = intervals(res, np.ones(100, bool), np.array(["core"] * 100), users, None, 100, seed=3, n_boot=200)
+    assert {r["reference"] for r in plain} == {"single"}

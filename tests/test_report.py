@@ -45,7 +45,10 @@ def write_inputs(cfg, *, blessed: bool = True) -> None:
            "lo": 1.125, "hi": 1.375},
           {"name": "dcm", "model": "dcm", "variant": "", "reference": "best_baseline", "reference_model": "itemknn-sum",
            "metric": "hr@100", "records": "all", "segment": "all", "n": 900, "value": 0.5, "reference_value": 0.49,
-           "ratio": 1.0204, "lo": 0.97, "hi": 1.07}]
+           "ratio": 1.0204, "lo": 0.97, "hi": 1.07},
+          {"name": "dcm", "model": "dcm", "variant": "", "reference": "sa", "reference_model": "sa",
+           "metric": "hr@100", "records": "all", "segment": "all", "n": 900, "value": 0.5, "reference_value": 0.45,
+           "ratio": 1.111, "lo": 1.05, "hi": 1.17}]
     write_partition(cfg.table("eval_intervals"), DS, pa.Table.from_pylist(iv, schema=EVAL_INTERVALS))
     q = [("engagement_log", DS, "unknown_action", "action", "{}")] * 3 + [("engagement_log", DS, "null_id", "user_id", "{}")]
     write_partition(cfg.table("quarantine"), DS, pa.Table.from_pylist([dict(zip(QUARANTINE.names, r)) for r in q], schema=QUARANTINE))
@@ -87,6 +90,9 @@ def test_report_shows_known_numbers_and_charts(cfg):
     assert "1.250x [1.125, 1.375]: better, the interval excludes 1" in page
     assert "1.020x [0.970, 1.070]: no difference shown (the interval contains 1)" in page
     assert "the strongest simple baseline (itemknn-sum, picked on the validation day)" in page
+    # the candidate vs an implicit comparator is a line, not a table column every other model leaves empty
+    assert "HR@100 vs sa: 1.111x [1.050, 1.170]: better, the interval excludes 1" in page
+    assert "vs sa, HR@100" not in page and "vs single, HR@100" in page
 
 
 def test_report_reads_as_tables_people_read(cfg):

@@ -371,7 +371,7 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "name": "the model's artifact name (cr = CR with the source association, itemknn-sum, ...)",
         "model": "model name",
         "variant": "model variant",
-        "reference": "single | best_baseline",
+        "reference": "single | best_baseline | inverted | cr-item (CR) | mind | sa | token (the candidate only)",
         "reference_model": "the model the reference names (best_baseline: picked on the val day)",
         "metric": "the metric compared (hr@K, ...)",
         "records": "all | novel (target not in the user's history)",

@@ -17,6 +17,7 @@ from mer.app.report.page import Cell, Table, frame_table, glossary, grouped_tabl
 from mer.base.config import MerConfig
 from mer.base.errors import validate_ds
 from mer.base.io import write_text_atomic
+from mer.stages.model.names import IMPLICIT_COMPARATORS
 from mer.stages.model.intervals import verdict
 
 SEGMENT_ORDER = ("all", "core", "non_core")
@@ -107,15 +108,21 @@ def section_winner(cfg: MerConfig, ds: str) -> dict:
                if r["reference"] == "best_baseline" else r["reference_model"])
         lines.append({"text": f"{_label(r['metric'])} vs {ref}: {verdict(r['ratio'], r['lo'], r['hi'])}",
                       "cls": _interval_cls(r)})
+    # The candidate vs each implicit comparator (MIND, SA, interest-token): one row each, so they are lines, not
+    # table columns that every other model would leave empty.
+    for r in top[top["reference"].isin(IMPLICIT_COMPARATORS) & (top["name"] != win["name"])].to_dict("records"):
+        lines.append({"text": f"{r['name']}: {_label(r['metric'])} vs {r['reference_model']}: "
+                              f"{verdict(r['ratio'], r['lo'], r['hi'])}", "cls": _interval_cls(r)})
     # Every model against each of its references, on all records and users.
-    refs = list(dict.fromkeys(f"{r['reference']}\x00{r['metric']}" for r in top.to_dict("records")))
+    table_rows = top[~top["reference"].isin(IMPLICIT_COMPARATORS)]
+    refs = list(dict.fromkeys(f"{r['reference']}\x00{r['metric']}" for r in table_rows.to_dict("records")))
     header = ["model", "records", "HR"]
     for key in refs:
         ref, m = key.split("\x00")
         header.append(f"vs {best_name} (best baseline), {_label(m)}" if ref == "best_baseline" and best_name
                       else f"vs {ref}, {_label(m)}")
     rows, cls = [], []
-    for name, g in sorted(top.groupby("name"), key=lambda t: -t[1]["value"].max()):
+    for name, g in sorted(table_rows.groupby("name"), key=lambda t: -t[1]["value"].max()):
         by = {f"{r['reference']}\x00{r['metric']}": r for r in g.to_dict("records")}
         first = g[g["metric"].str.startswith("hr@")]
         first = first.iloc[0] if len(first) else g.iloc[0]

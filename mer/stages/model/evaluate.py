@@ -39,6 +39,7 @@ from mer.stages.model.data import (
 )
 from mer.stages.model.intervals import paired_bootstrap_ratio, verdict
 from mer.stages.model.merge import served_merge
+from mer.stages.model.names import IMPLICIT_COMPARATORS
 from mer.stages.model.metrics import (
     corpus_columns,
     hit_rate,
@@ -411,12 +412,15 @@ def best_baseline(results: dict[str, ModelEval], k: int, names: list[str]) -> st
     return max(scores, key=lambda n: (scores[n], n)) if scores else None
 
 
-def comparisons(results: dict[str, ModelEval], best: str | None) -> list[tuple[str, str, str, str]]:
+def comparisons(results: dict[str, ModelEval], best: str | None,
+                candidate: str | None = None) -> list[tuple[str, str, str, str]]:
     """(model, reference label, reference model, which ranks) pairs to put an interval on.
 
-    Implicit towers and baselines: vs single and vs the strongest simple baseline, on HR. The explicit models
-    (CR, the inverted index) are scored on the conditioned records: vs single on HR there, and on filtered HR
-    vs the explicit control (inverted) and CR-source vs CR-item (the association the paper argues for).
+    Implicit towers and baselines: vs single and vs the strongest simple baseline, on HR; the candidate (DCM)
+    also vs each implicit comparator (MIND, SA, interest-token), so "DCM above them" carries an interval too.
+    The explicit models (CR, the inverted index) are scored on the conditioned records: vs single on HR there,
+    and on filtered HR vs the explicit control (inverted) and CR-source vs CR-item (the association the paper
+    argues for).
     """
     out = []
     for name, ev in results.items():
@@ -428,15 +432,17 @@ def comparisons(results: dict[str, ModelEval], best: str | None) -> list[tuple[s
                     and not (ref == "cr-item" and ev.model == "inverted")]
         else:
             out += [(name, "single", "single", "ranks")] + ([(name, "best_baseline", best, "ranks")] if best else [])
+            if name == candidate:
+                out += [(name, ref, ref, "ranks") for ref in IMPLICIT_COMPARATORS]
     return [c for c in out if c[2] in results and c[2] != c[0]]
 
 
 def intervals(results: dict[str, ModelEval], novel: np.ndarray, segments: np.ndarray, users: np.ndarray,
-              best: str | None, k: int, seed: int, n_boot: int) -> list[dict]:
+              best: str | None, k: int, seed: int, n_boot: int, candidate: str | None = None) -> list[dict]:
     """Paired bootstrap 95% intervals of HR@k(model) / HR@k(reference), over the records both were scored on,
     on all and novel records, per segment; the resamples draw users (all of a user's records together)."""
     rows = []
-    for name, ref_label, ref, kind in comparisons(results, best):
+    for name, ref_label, ref, kind in comparisons(results, best, candidate):
         ev, other = results[name], results[ref]
         ra, rb = (ev.ranks, other.ranks) if kind == "ranks" else (ev.filtered_ranks, other.filtered_ranks)
         if ra is None or rb is None:
@@ -482,7 +488,8 @@ def run(cfg: MerConfig, ds: str) -> dict:
     results = by_split["eval"]
     best = best_baseline(by_split["val"], k, cfg.eval.simple_baselines)
     eb = batches["eval"]
-    iv = intervals(results, eb.novel(), eb.segments, eb.user_ids, best, k, cfg.eval.seed, cfg.eval.bootstrap_samples)
+    iv = intervals(results, eb.novel(), eb.segments, eb.user_ids, best, k, cfg.eval.seed, cfg.eval.bootstrap_samples,
+                   candidate=cfg.eval.candidate_model)
 
     rows = [{"model": ev.model, "variant": ev.variant, "split": split, "metric": m, "segment": s, "value": float(v)}
             for split, res in by_split.items() for ev in res.values() for m, s, v in ev.metrics]
