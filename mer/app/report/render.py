@@ -17,8 +17,8 @@ from mer.app.report.page import Cell, Table, frame_table, glossary, grouped_tabl
 from mer.base.config import MerConfig
 from mer.base.errors import validate_ds
 from mer.base.io import write_text_atomic
-from mer.stages.model.names import IMPLICIT_COMPARATORS
 from mer.stages.model.intervals import verdict
+from mer.stages.model.names import IMPLICIT_COMPARATORS
 
 SEGMENT_ORDER = ("all", "core", "non_core")
 # Column order of the per-model table: HR families in reading order, each by K.

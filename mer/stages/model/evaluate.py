@@ -39,7 +39,6 @@ from mer.stages.model.data import (
 )
 from mer.stages.model.intervals import paired_bootstrap_ratio, verdict
 from mer.stages.model.merge import served_merge
-from mer.stages.model.names import IMPLICIT_COMPARATORS
 from mer.stages.model.metrics import (
     corpus_columns,
     hit_rate,
@@ -48,6 +47,7 @@ from mer.stages.model.metrics import (
     positive_ranks,
     topic_diversity,
 )
+from mer.stages.model.names import IMPLICIT_COMPARATORS
 from mer.stages.model.scoring import active_of, encode_items, encode_users
 
 log = logging.getLogger(__name__)
