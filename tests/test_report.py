@@ -14,7 +14,7 @@ from mer.app.local_s3 import local_s3
 from mer.app.pipeline import record_stage, run_stage
 from mer.app.report import render
 from mer.base.contract import EVAL_INTERVALS, EVAL_METRICS, QUARANTINE
-from mer.base.io import write_partition
+from mer.base.io import read_partition, write_partition
 
 DS = "2026-01-15"
 
@@ -117,6 +117,18 @@ def test_report_reads_as_tables_people_read(cfg):
     # HR across the runs up to this ds (2026-01-16 is a later run: not shown)
     assert "<th>2026-01-13</th>" in page and "<th>2026-01-14</th>" in page and "2026-01-16" not in page
     assert "3 days, up to ds=2026-01-15" in text
+
+
+def test_candidate_vs_comparator_lines_stay_when_another_model_wins(cfg):
+    write_inputs(cfg)
+    iv = read_partition(cfg.table("eval_intervals"), DS).to_pylist()
+    iv.append({**iv[0], "name": "sa", "model": "sa", "value": 0.6, "reference_value": 0.4, "ratio": 1.5, "lo": 1.4,
+               "hi": 1.6})
+    write_partition(cfg.table("eval_intervals"), DS, pa.Table.from_pylist(iv, schema=EVAL_INTERVALS))
+    page = render.render(cfg, DS)
+    assert "Winner: sa, HR@100 = 0.600" in page
+    # the candidate's line against the winner is still there, named by the candidate
+    assert "dcm: HR@100 vs sa: 1.111x [1.050, 1.170]: better, the interval excludes 1" in page
 
 
 def test_report_names_data_docs_by_path_not_a_local_link(cfg):
