@@ -27,6 +27,7 @@ from airflow.sdk import (
 from mer.app.pipeline import SPARK_JOBS, airflow_stage
 from mer.app.raw_sensor import RawPartitionsSensor
 from mer.base.config import REPO_ROOT, load_config
+from mer.stages.model.names import IMPLICIT_COMPARATORS
 
 _cfg = load_config()
 SPARK_CONN = _cfg.dag.spark_conn.strip()
@@ -67,7 +68,7 @@ PARAMS = {
     "recall_target": _num("number", "minimum recall@K of every shard vs exact search", minimum=0, maximum=1),
     "bless_margin": _num("number", "HR gain over the single-embedding baseline required to bless"),
     "bless_tolerance": _num("number", "HR drop vs the last blessed model that is tolerated", minimum=0),
-    "extra_baselines": Param(["mind", "sa", "token"], type="array",
+    "extra_baselines": Param(list(IMPLICIT_COMPARATORS), type="array",
                              description="more towers to train in parallel: mind, sa, token (the simple baselines "
                                          "of eval.simple_baselines are always fitted: bless must beat them)"),
     "generate_if_absent": Param(False, type="boolean", description="write synthetic logs when raw input is missing"),
