@@ -98,6 +98,37 @@ def test_variant_overrides_reach_the_tower_config(built):
         conf("single", "k2")
 
 
+# ---------------------------------------------------------------------------------- the weights that are kept
+@pytest.mark.parametrize("decay, kept", [(0.5, 2.25), (0.0, 3.0)])
+def test_the_kept_weights_are_the_moving_average_of_the_trained_ones(cfg, monkeypatch, decay, kept):
+    """Three steps that set every weight to 1, 2, 3: with decay 0.5 the scored and kept weights are the EMA
+    (1 -> 0.5 * 1 + 0.5 * 2 = 1.5 -> 0.5 * 1.5 + 0.5 * 3 = 2.25); with decay 0 the last raw weights (3)."""
+    import torch
+
+    from mer.stages.model import train
+
+    steps, scored = [], []
+
+    def fake_step(net, *a, **k):
+        steps.append(len(steps) + 1)
+        with torch.no_grad():
+            for p in net.parameters():
+                p.fill_(float(steps[-1]))
+        return 1.0
+
+    def fake_hr(net, *a, **k):
+        scored.append(next(net.parameters()).flatten()[0].item())
+        return 0.5
+
+    monkeypatch.setattr(train, "train_step", fake_step)
+    monkeypatch.setattr(train, "hr_at", fake_hr)
+    cfg.train = cfg.train.model_copy(update={"ema_decay": decay, "max_steps_per_epoch": 3, "epochs": 1})
+    fit = train.train_tower(cfg, DS, "single", None)
+    assert steps == [1, 2, 3] and scored == [pytest.approx(kept)]  # one period; the EMA is what was scored
+    for name, p in fit["net"].named_parameters():
+        assert torch.allclose(p, torch.full_like(p, kept)), name
+
+
 # ------------------------------------------------------------------------ nothing to train on, nothing to keep
 def test_no_conditioned_validation_rows_is_a_clear_error(cfg):
     from mer.stages.model.train import run

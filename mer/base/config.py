@@ -137,6 +137,11 @@ class TrainConfig(Section):
     min_steps: int = 400
     warmup_frac: float = 0.05
     lr_final_frac: float = 0.1
+    # The weights scored on the validation day and kept are an exponential moving average of the trained ones
+    # (decay per step; 0 = the raw weights). Validation day, seed 13 (session 10): single 0.541 -> 0.559 on
+    # synthetic, 0.331 -> 0.339 on MovieLens, 0.223 -> 0.225 interactions-only; DCM 0.623 -> 0.644 / 0.336 -> 0.340;
+    # 0.995 no better (bench/RESULTS.md). No extra steps: one in-place lerp of the weights per step.
+    ema_decay: float = Field(default=0.99, ge=0.0, lt=1.0)
     # Validation day (bench/RESULTS.md, session 5): 3e-3 -> 8e-3 moves single 0.314 -> 0.331 and DCM 0.297 -> 0.325
     # on MovieLens, synthetic level or up (0.541 -> 0.546, 0.625 -> 0.625); CR at 8e-3 peaks at epoch 2 and
     # overfits (synthetic source 0.5215 -> 0.481), so it keeps 3e-3 (by_model).

@@ -316,6 +316,10 @@ def train_tower(cfg: MerConfig, ds: str, model: str, variant: str | None) -> dic
         torch.manual_seed(t.seed + 1000 * rank)  # Gumbel noise differs per rank
 
     curve, best, best_state, bad_epochs, seen = [], -1.0, None, 0, 0
+    # An exponential moving average of the weights (torch's own AveragedModel) is what gets scored and kept.
+    ema = (torch.optim.swa_utils.AveragedModel(net, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(t.ema_decay),
+                                               use_buffers=True) if t.ema_decay > 0 else None)
+    scored = net if ema is None else ema.module
     cond_rng = np.random.default_rng(t.seed + 1)
     neg_rng = np.random.default_rng(t.seed + 2)
     total_steps, epoch, passes = 0, 0, 0
@@ -357,6 +361,8 @@ def train_tower(cfg: MerConfig, ds: str, model: str, variant: str | None) -> dic
                     batch.negatives = (catalog.item_inputs(rows), rows, catalog.n_rows - 1)
                 losses.append(train_step(net, batch, log_q, opt, t.temperature, ddp))
                 sched.step()
+                if ema is not None:
+                    ema.update_parameters(net)
                 n_ex += len(batch)
                 steps += 1
                 bar.set_postfix(loss=f"{losses[-1]:.3f}", ex_s=f"{n_ex / max(time.time() - e0, 1e-6):.0f}")
@@ -376,7 +382,7 @@ def train_tower(cfg: MerConfig, ds: str, model: str, variant: str | None) -> dic
                                 f"in ds={ds}" + (" (it needs rows with a known condition_id)" if spec.conditioned else ""))
         seen += n_ex
         total_steps += steps
-        hr = hr_at(net, val, catalog, corpus, 100) if rank == 0 else float("nan")
+        hr = hr_at(scored, val, catalog, corpus, 100) if rank == 0 else float("nan")
         if world > 1:
             hr = _broadcast(hr)  # rank 0 evaluates; every rank takes the same early-stopping decision
         secs = time.time() - e0
@@ -389,7 +395,7 @@ def train_tower(cfg: MerConfig, ds: str, model: str, variant: str | None) -> dic
         score = -1.0 if np.isnan(hr) else hr
         if score > best:
             best, bad_epochs = score, 0
-            best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+            best_state = {k: v.detach().clone() for k, v in scored.state_dict().items()}
         else:
             bad_epochs += 1
             if bad_epochs >= t.patience:
