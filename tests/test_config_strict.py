@@ -184,10 +184,10 @@ def test_every_mer_variable_named_in_code_is_a_config_path():
 
 
 def test_per_tower_settings_apply_to_that_tower_only(monkeypatch):
-    # train.by_model puts a tower's own settings over the shared ones (CR keeps the lower LR it needs), coerced
-    # by type like any other value; a misspelt setting there is named like any other unknown key.
+    # train.by_model puts a tower's own settings over the shared ones, coerced by type like any other value; a
+    # misspelt setting there is named like any other unknown key.
     cfg = load_config()
-    assert cfg.train.for_model("cr").lr == 3e-3 and cfg.train.for_model("dcm").lr == cfg.train.lr == 8e-3
+    assert cfg.train.for_model("cr").lr == cfg.train.for_model("dcm").lr == cfg.train.lr == 8e-3
     # MIND trains on the max-rule loss alone, the other multi-embedding towers half and half
     assert cfg.train.for_model("mind").max_rule_weight == 1.0
     assert cfg.train.for_model("dcm").max_rule_weight == cfg.train.for_model("sa").max_rule_weight == 0.5
