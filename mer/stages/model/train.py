@@ -1,8 +1,9 @@
 """Stage 3: train one user tower + item tower on training_examples (`mer train --model ... --variant ...`).
 
 Streams the train split in record batches through a seeded shuffling buffer, optimises Eq 9 within a
-step budget scaled to the data (warmup + cosine LR), scores HR@100 on a sample of the validation day
-after each epoch (early stopping with patience; the eval day is never read here) and writes
+step budget scaled to the data (warmup + cosine LR), keeps a moving average of the weights, scores that
+average's HR@100 on a sample of the validation day after each epoch (early stopping with patience; the eval
+day is never read here) and writes
 cfg.run_dir(ds)/models/<name>/: weights.safetensors, config.json, metrics.json, curve.csv and the
 exported user tower (user_tower.pt2).
 """
@@ -27,6 +28,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_model as load_weights
 from safetensors.torch import save_model
+from torch.optim import swa_utils
 from tqdm import tqdm
 
 from mer.base.config import MerConfig, load_config
@@ -316,9 +318,11 @@ def train_tower(cfg: MerConfig, ds: str, model: str, variant: str | None) -> dic
         torch.manual_seed(t.seed + 1000 * rank)  # Gumbel noise differs per rank
 
     curve, best, best_state, bad_epochs, seen = [], -1.0, None, 0, 0
-    # An exponential moving average of the weights (torch's own AveragedModel) is what gets scored and kept.
-    ema = (torch.optim.swa_utils.AveragedModel(net, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(t.ema_decay),
-                                               use_buffers=True) if t.ema_decay > 0 else None)
+    # An exponential moving average of the weights (torch's own AveragedModel) is what gets scored and kept:
+    # smoother than the last step's weights, at no extra step (train.ema_decay; 0 = the raw weights).
+    ema = None
+    if t.ema_decay > 0:
+        ema = swa_utils.AveragedModel(net, multi_avg_fn=swa_utils.get_ema_multi_avg_fn(t.ema_decay), use_buffers=True)
     scored = net if ema is None else ema.module
     cond_rng = np.random.default_rng(t.seed + 1)
     neg_rng = np.random.default_rng(t.seed + 2)
