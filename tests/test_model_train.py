@@ -21,7 +21,8 @@ def trained(tmp_path_factory):
     from mer.stages.model import train
 
     cfg = small_cfg(MerConfig(root=tmp_path_factory.mktemp("model") / "var"))
-    cfg.train = cfg.train.model_copy(update={"epochs": 3})
+    # CR is given its own LR through train.by_model, to show a tower trains with its own settings
+    cfg.train = cfg.train.model_copy(update={"epochs": 3, "by_model": {**cfg.train.by_model, "cr": {"lr": 3e-3}}})
     build(cfg)
     results = {m if v is None else f"{m}-{v}": train.run(cfg, DS, m, v)
                for m, v in [("dcm", None), ("single", None), ("cr", "source"), ("pinnersage", None)]}
@@ -39,7 +40,7 @@ def test_dcm_training_lowers_the_loss_and_writes_artifacts(trained):
     assert conf["k"] == cfg.train.k_im and conf["model_version"].startswith(f"dcm-{DS}-")
     curve = pd.read_csv(folder / "curve.csv")
     assert {"loss", "val_hr@100", "lr", "examples_per_s"} <= set(curve.columns)
-    # each tower trains with its own settings: CR's train.by_model LR caps its schedule, DCM's is the shared one
+    # each tower trains with its own settings: CR's train.by_model LR (fixture) caps its schedule, DCM's is shared
     cr_lr = pd.read_csv(cfg.run_dir(DS) / "models" / "cr" / "curve.csv")["lr"].max()
     assert cr_lr <= cfg.train.by_model["cr"]["lr"] < curve["lr"].max() <= cfg.train.lr
 

@@ -62,12 +62,14 @@ def test_no_eval_day_row_reaches_tuning(two_roots):
     assert out[0]["trials_by_value"] == out[1]["trials_by_value"]
     trials = read_partition(two_roots[0].table("tune_trials"), DS).to_pylist()
     assert [r["trial"] for r in trials] == [0, 1] and all(r["model"] == "single" for r in trials)
-    run(two_roots[0], DS, "cr", trials=1)  # another model's trials join the partition; single's stay
+    # another model's trials join the partition; single's stay. CR gets its own LR through train.by_model
+    own = two_roots[0].train.model_copy(update={"by_model": {"cr": {"lr": 3e-3}}})
+    run(two_roots[0].model_copy(update={"train": own}), DS, "cr", trials=1)
     trials = read_partition(two_roots[0].table("tune_trials"), DS).to_pylist()
     assert sorted(r["model"] for r in trials) == ["cr", "single", "single"]
     # trial 0 is each tower's own current settings: CR's searched from its by_model LR, single's from the shared
     lr0 = {r["model"]: json.loads(r["params"])["lr"] for r in trials if r["trial"] == 0}
-    assert lr0 == {"cr": two_roots[0].train.by_model["cr"]["lr"], "single": two_roots[0].train.lr}
+    assert lr0 == {"cr": 3e-3, "single": two_roots[0].train.lr}
 
 
 def test_eval_rows_are_scored_but_do_not_select(two_roots):

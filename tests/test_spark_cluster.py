@@ -23,7 +23,7 @@ import pytest
 
 from mer.base.config import REPO_ROOT
 
-pytestmark = pytest.mark.spark
+pytestmark = [pytest.mark.spark, pytest.mark.slow]  # a master, a worker and three Spark applications: ~2.5 min
 
 D = "2026-01-15"
 TINY = {

@@ -73,6 +73,7 @@ def test_register_tables_without_server_leaves_the_metastore_alone(tmp_path):
 
 
 @pytest.mark.spark
+@pytest.mark.slow  # a Spark Connect server and a Thrift JDBC server, each its own JVM: ~80 s
 def test_serve_sql_connect_and_jdbc_over_persistent_metastore(built_small, tmp_path):
     pytest.importorskip("pyhive")
     from pyspark.sql.connect.session import SparkSession as ConnectSession
