@@ -24,12 +24,12 @@ demo: $(STAMP)
 	@scripts/check_java.sh
 	$(BIN)/mer demo
 
+# Two workers, one test file each at a time (module fixtures stay in one process), files in collection
+# order, where tests/conftest.py puts the long end-to-end ones first: they mostly wait on JVMs, Airflow
+# processes and the scheduler, so two of them share 2 cores well (serial 29 min; see bench/RESULTS.md).
 test: $(STAMP) browser
 	@scripts/check_java.sh
 	$(BIN)/lint-imports
-	# Two workers, one test file each at a time (module fixtures stay in one process), files in collection
-	# order, where tests/conftest.py puts the long end-to-end ones first: they mostly wait on JVMs, Airflow
-	# processes and the scheduler, so two of them share 2 cores well (29 min -> see bench/RESULTS.md).
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 ui: $(STAMP)
