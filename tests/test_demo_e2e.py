@@ -2,7 +2,7 @@
 publishing to moto's S3 server on 127.0.0.1 (the demo's local endpoint, mirrored to disk).
 
 Sequence (one subprocess, one AIRFLOW_HOME): ds=D published; D again -> a second version, same
-tables; D with a huge bless margin -> not blessed, publish skipped, LATEST unchanged; then the
+tables; D with a huge bless margin -> not blessed, publish skipped, LATEST unchanged; then
 the day before D -> with D, two partitions, LATEST still on D. Skipped while a stage module is missing.
 """
 from __future__ import annotations
