@@ -57,6 +57,35 @@ def test_round_robin_skips_negative_ids():
     assert round_robin([[-1, 4], [5, -1, 6]], [1, 2], 3) == [(4, 0), (5, 1), (6, 1)]
 
 
+def _round_robin_by_rounds(lists, budgets, k):
+    """The rule written out slot by slot (the implementation before 2026-12-01): the oracle for the one below."""
+    seen, out, pos, taken = set(), [], [0] * len(lists), [0] * len(lists)
+    for respect_budget in (True, False):
+        progress = True
+        while len(out) < k and progress:
+            progress = False
+            for i, items in enumerate(lists):
+                if len(out) >= k or (respect_budget and taken[i] >= budgets[i]):
+                    continue
+                while pos[i] < len(items) and (items[pos[i]] in seen or items[pos[i]] < 0):
+                    pos[i] += 1
+                if pos[i] < len(items):
+                    seen.add(items[pos[i]])
+                    out.append((items[pos[i]], i))
+                    taken[i], pos[i], progress = taken[i] + 1, pos[i] + 1, True
+    return out
+
+
+def test_round_robin_agrees_with_the_rule_slot_by_slot_on_random_lists():
+    rng = np.random.default_rng(5)
+    for _ in range(2000):
+        n_lists, pool = int(rng.integers(1, 9)), int(rng.integers(1, 60))
+        lists = [rng.integers(-2, pool, int(rng.integers(0, 40))).tolist() for _ in range(n_lists)]
+        budgets = rng.multinomial(int(rng.integers(0, 50)), np.ones(n_lists) / n_lists).tolist()
+        k = int(rng.integers(0, 60))
+        assert round_robin(lists, budgets, k) == _round_robin_by_rounds(lists, budgets, k), (lists, budgets, k)
+
+
 # ---------------------------------------------------------------- the served merge of one user
 DCM0, DCM1, CR0 = list(range(10, 20)), list(range(20, 30)), list(range(30, 40))
 

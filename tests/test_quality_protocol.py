@@ -238,6 +238,28 @@ def test_compare_prints_baselines_intervals_and_novel_hr(tmp_path, capsys):
     assert set(iv[iv.model == "cr"].metric) == {"hr@10", "filtered_hr@10"}  # filtered HR vs the explicit control
 
 
+def test_compare_trains_towers_on_worker_processes_with_the_same_result(tmp_path):
+    """Two spawned workers train the same towers, bit for bit, as one after another in this process (the
+    model version is a digest of the weights); a tower that does not apply is reported, not raised."""
+    from mer.stages.model import compare
+
+    cfg = small_cfg(MerConfig(root=tmp_path / "var"))
+    build(cfg)
+    rows = read_partition(cfg.table("training_examples"), DS)
+    write_partition(cfg.table("training_examples"), DS, rows.set_column(  # no logged source interest: CR skips
+        rows.schema.get_field_index("condition_id"), "condition_id", pa.nulls(rows.num_rows, pa.int64())))
+    runs = [("popularity", None), ("single", None), ("dcm", None), ("cr", "source")]
+    versions = {}
+    for workers in (1, 2):
+        cfg.train = cfg.train.model_copy(update={"epochs": 2, "num_threads": 1, "compare_workers": workers})
+        trained, skipped = compare.train_all(cfg, DS, runs)
+        assert set(trained) == {"popularity", "single", "dcm"} and set(skipped) == {"cr"}, (trained, skipped)
+        assert "no row with a condition_id" in skipped["cr"]
+        versions[workers] = {n: json.loads((cfg.model_dir(DS, n) / "metrics.json").read_text())["model_version"]
+                             for n in ("single", "dcm")}
+    assert versions[1] == versions[2]
+
+
 def test_the_candidate_is_compared_with_each_implicit_comparator():
     from mer.stages.model.evaluate import ModelEval, intervals
 

@@ -129,6 +129,28 @@ def test_the_kept_weights_are_the_moving_average_of_the_trained_ones(cfg, monkey
         assert torch.allclose(p, torch.full_like(p, kept)), name
 
 
+def test_the_same_weights_get_the_same_model_version(cfg, monkeypatch):
+    """The version is a digest of the weights, not of the file: safetensors orders the alias map of DCM's shared
+    item tower differently from one save to the next, and two identical trainings got two versions."""
+    import torch
+
+    from mer.stages.model import train
+    from mer.stages.model.zoo import TwoTower, tower_config
+
+    monkeypatch.setattr(train, "export_user_tower", lambda *a, **k: None)  # the export is not what is tested
+    torch.manual_seed(0)
+    net = TwoTower(tower_config(cfg, "dcm", None, pre_dim=16, topic_vocab=list(range(100, 108))))
+
+    def version() -> str:
+        return train.save_artifacts(cfg, DS, "dcm", net, net.c, [], {})["model_version"]
+
+    first = version()
+    assert {version() for _ in range(4)} == {first}
+    with torch.no_grad():
+        next(net.parameters()).view(-1)[0] += 1e-3
+    assert version() != first
+
+
 # ------------------------------------------------------------------------ nothing to train on, nothing to keep
 def test_no_conditioned_validation_rows_is_a_clear_error(cfg):
     from mer.stages.model.train import run

@@ -203,6 +203,11 @@ class TrainConfig(Section):
     sar: bool = True
     preset: Literal["cpu", "paper"] = "cpu"
     num_threads: int | None = None
+    # `mer compare`: towers trained at once, each in its own process with the cores split among them (None = one
+    # per core, at most one per tower; 1 = one after another in this process). These towers are too small for
+    # torch's intra-op threads to keep two cores busy: on 2 cores, two towers at one thread each finished in
+    # 61 s what one at a time on two threads took 77 s (bench/RESULTS.md). Set num_threads to fix each tower's.
+    compare_workers: int | None = Field(default=None, ge=1)
     field_dim: int = 32  # every input field is projected to this width (DHEN fields, Eq 4 inputs)
     hidden_dim: int = 128
     cat_buckets: int = 1024  # category ids hashed into this many buckets

@@ -3,7 +3,11 @@ one table with novel HR and paired bootstrap intervals vs single and vs the stro
 from __future__ import annotations
 
 import json
+import logging
+import multiprocessing
+import os
 import time
+from concurrent.futures import ProcessPoolExecutor
 
 from rich.console import Console
 from rich.table import Table
@@ -13,7 +17,9 @@ from mer.base.errors import NotApplicable, validate_ds
 from mer.base.io import read_partition
 from mer.stages.model import evaluate, train
 from mer.stages.model.intervals import verdict
-from mer.stages.model.zoo import artifact_name
+from mer.stages.model.zoo import FITTERS, artifact_name
+
+log = logging.getLogger(__name__)
 
 NOTE = ("HR scores an item by the max over a user's embeddings; hr_novel: records whose target is not in the "
         "user's own history (a new item, not a repeat). Simple baselines are fitted on the train split and ranked "
@@ -33,18 +39,8 @@ RUNS = [("popularity", None), ("itemknn", "sum"), ("itemknn", "max"), ("pretrain
 def run(cfg: MerConfig, ds: str, train_models: bool = True, only: list[str] | None = None) -> dict:
     """Train every run (or the named artifacts in `only`; none with train_models=False), evaluate all, one table."""
     validate_ds(ds)
-    trained, skipped = {}, {}
-    for model, variant in RUNS if train_models else []:
-        if only is not None and artifact_name(model, variant) not in only:
-            continue
-        t0 = time.time()
-        try:
-            r = train.run(cfg, ds, model, variant)
-        except NotApplicable as err:  # e.g. CR on data without explicit interests: the others still compare
-            skipped[artifact_name(model, variant)] = str(err)
-            continue
-        trained[r["model"]] = {"seconds": round(time.time() - t0, 1), "epochs": r.get("epochs_run"),
-                               "final_loss": r.get("final_loss")}
+    runs = [(m, v) for m, v in RUNS if train_models and (only is None or artifact_name(m, v) in only)]
+    trained, skipped = train_all(cfg, ds, runs)
     result = evaluate.run(cfg, ds)
     models = evaluate.trained_models(cfg, ds)
     table = read_partition(cfg.table("eval_metrics"), ds).to_pandas()
@@ -96,6 +92,49 @@ def run(cfg: MerConfig, ds: str, train_models: bool = True, only: list[str] | No
             "verdicts": [w[2:] for w in words],
             "hr": {n: m.get(f"hr@{k0}/all") for n, m in result["metrics"].items()},
             "hr_novel": {n: m.get(f"hr_novel@{k0}/all") for n, m in result["metrics"].items()}}
+
+
+def train_all(cfg: MerConfig, ds: str, runs: list[tuple[str, str | None]]) -> tuple[dict, dict]:
+    """Fit the simple baselines here (seconds each), then train the towers on train.compare_workers processes.
+
+    Returns ({artifact: seconds, epochs, final_loss}, {artifact: why it was not trained}). A worker is a fresh
+    (spawned) interpreter: nothing of this process's torch or thread state is inherited. Each tower's result does
+    not depend on the worker count (same seed, same data order); it does on its thread count, as torch's sums do.
+    """
+    towers = [r for r in runs if r[0] not in FITTERS]
+    workers = min(len(towers), cfg.train.compare_workers or os.cpu_count() or 1)
+    trained, skipped = {}, {}
+
+    def record(outcome: tuple[str, dict | None, str | None]) -> None:
+        name, info, why = outcome
+        if why is not None:
+            skipped[name] = why
+        else:
+            trained[name] = info
+            log.info("compare: %s trained in %.0f s", name, info["seconds"])
+
+    for model, variant in [r for r in runs if r[0] in FITTERS] + (towers if workers <= 1 else []):
+        record(_train_one(cfg, ds, model, variant))
+    if workers > 1:
+        threads = cfg.train.num_threads or max(1, (os.cpu_count() or 1) // workers)
+        wcfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"num_threads": threads})})
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        try:
+            for fut in [pool.submit(_train_one, wcfg, ds, model, variant) for model, variant in towers]:
+                record(fut.result())  # a failed tower fails the comparison (its message, not a worker's trace)
+        finally:
+            pool.shutdown(cancel_futures=True)  # after a failure, the towers not yet started are not trained
+    return trained, skipped
+
+
+def _train_one(cfg: MerConfig, ds: str, model: str, variant: str | None) -> tuple[str, dict | None, str | None]:
+    t0 = time.time()
+    try:
+        r = train.run(cfg, ds, model, variant)
+    except NotApplicable as err:  # e.g. CR on data without explicit interests: the others still compare
+        return artifact_name(model, variant), None, str(err)
+    return r["model"], {"seconds": round(time.time() - t0, 1), "epochs": r.get("epochs_run"),
+                        "final_loss": r.get("final_loss")}, None
 
 
 def verdicts(iv) -> list[str]:

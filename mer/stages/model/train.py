@@ -427,8 +427,7 @@ def save_artifacts(cfg: MerConfig, ds: str, name: str, net: TwoTower, tc: TowerC
         # save_model drops the names that alias one tensor (psi shared as the history encoder) and load_model
         # restores them: one copy of every weight in the file.
         save_model(net, str(tmp / WEIGHTS))
-        digest = hashlib.sha256((tmp / WEIGHTS).read_bytes()).hexdigest()[:12]
-        version = f"{name}-{ds}-{digest}"
+        version = f"{name}-{ds}-{weights_digest(net)}"
         export = "user_tower.pt2"
         try:
             export_user_tower(net.user, tc, tmp)
@@ -453,6 +452,18 @@ def save_artifacts(cfg: MerConfig, ds: str, name: str, net: TwoTower, tc: TowerC
     return {"model": name, "model_version": version, "dir": str(final), **extra, "epochs_run": len(curve),
             "first_loss": curve[0]["loss_first"] if curve else None, "final_loss": curve[-1]["loss_last"] if curve else None,
             "exported": export is not None}
+
+
+def weights_digest(net: torch.nn.Module) -> str:
+    """12 hex digits of sha256 over every weight's name, dtype, shape and values, in name order: the same weights
+    get the same model version. Not the file's bytes: save_model orders the header's alias map differently from
+    one save to the next (two identical trainings got two versions)."""
+    h = hashlib.sha256()
+    for key, value in sorted(net.state_dict().items()):
+        v = value.detach().cpu().contiguous().reshape(-1)  # 0-d tensors cannot be viewed as bytes
+        h.update(f"{key}:{value.dtype}:{tuple(value.shape)};".encode())
+        h.update(v.view(torch.uint8).numpy().tobytes() if v.numel() else b"")
+    return h.hexdigest()[:12]
 
 
 def load_model(folder: Path) -> tuple[TwoTower, dict]:
