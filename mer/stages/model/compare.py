@@ -17,7 +17,7 @@ from mer.base.errors import NotApplicable, validate_ds
 from mer.base.io import read_partition
 from mer.stages.model import evaluate, train
 from mer.stages.model.intervals import verdict
-from mer.stages.model.zoo import FITTERS, artifact_name, tower_spec
+from mer.stages.model.zoo import FITTERS, artifact_name, tower_config
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,9 @@ def train_all(cfg: MerConfig, ds: str, runs: list[tuple[str, str | None]]) -> tu
     """
     # Towers with more user embeddings first (their steps take longest): the last to finish are then short ones and
     # neither worker idles long at the end (in the table's order, MovieLens's DCM K=4 ablation ran alone for 3 min).
-    towers = sorted((r for r in runs if r[0] not in FITTERS), key=lambda r: -_embeddings(cfg, *r))
+    # K as tower_config builds it; the data's sizes (pretrained width, topics) do not change it.
+    towers = sorted((r for r in runs if r[0] not in FITTERS),
+                    key=lambda r: -tower_config(cfg, *r, pre_dim=1, topic_vocab=[]).k)
     workers = min(len(towers), cfg.train.compare_workers or os.cpu_count() or 1)
     trained, skipped = {}, {}
 
@@ -127,11 +129,6 @@ def train_all(cfg: MerConfig, ds: str, runs: list[tuple[str, str | None]]) -> tu
         finally:
             pool.shutdown(cancel_futures=True)  # after a failure, the towers not yet started are not trained
     return trained, skipped
-
-
-def _embeddings(cfg: MerConfig, model: str, variant: str | None) -> int:
-    spec = tower_spec(model, variant)
-    return int(spec.overrides.get("k", cfg.train.k_im)) if spec.multi_interest else 1
 
 
 def _train_one(cfg: MerConfig, ds: str, model: str, variant: str | None) -> tuple[str, dict | None, str | None]:
