@@ -319,6 +319,24 @@ def test_eq9_masks_in_batch_copies_of_the_positive():
     assert float(loss) == pytest.approx(0.0, abs=1e-6)
 
 
+def test_max_rule_scores_gradient_reaches_only_each_candidates_best_active_embedding():
+    # Inactive slots must neither score nor take gradient, even one that would win (user 0's slot 1 scores item 0
+    # at 2) and even where the row's first slot is inactive (user 1); the winning active slot takes all of it.
+    user = torch.tensor([[[1.0, 0.0], [2.0, 0.0], [0.0, 1.0]], [[5.0, 5.0], [0.0, 1.0], [1.0, 0.0]]],
+                        requires_grad=True)
+    active = torch.tensor([[True, False, True], [False, True, True]])
+    items = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]], requires_grad=True)
+    scores = max_rule_scores(user, active, items)
+    assert torch.allclose(scores, torch.tensor([[1.0, 1.0, 0.8], [1.0, 1.0, 0.8]]))
+    weights = torch.tensor([[1.0, 2.0, 4.0], [8.0, 16.0, 32.0]])
+    (scores * weights).sum().backward()
+    # d/d user[b, k] = sum of weight * item over the candidates that slot wins
+    want_user = torch.tensor([[[1.0, 0.0], [0.0, 0.0], [2.4, 5.2]], [[0.0, 0.0], [19.2, 41.6], [8.0, 0.0]]])
+    assert torch.allclose(user.grad, want_user)
+    want_items = torch.tensor([[1.0 + 8.0, 0.0], [0.0, 2.0 + 16.0], [0.0, 4.0 + 32.0]])
+    assert torch.allclose(items.grad, want_items)
+
+
 def test_max_rule_loss_scores_every_candidate_by_the_users_best_embedding():
     # user 0 has two embeddings (the second inactive for nothing), user 1 one active of two.
     user = torch.tensor([[[1.0, 0.0], [0.0, 1.0]], [[0.6, 0.8], [-1.0, 0.0]]])

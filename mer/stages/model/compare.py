@@ -7,13 +7,15 @@ import logging
 import multiprocessing
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
 
+import torch
 from rich.console import Console
 from rich.table import Table
 
 from mer.base.config import MerConfig
-from mer.base.errors import NotApplicable, validate_ds
+from mer.base.errors import MerError, NotApplicable, validate_ds
 from mer.base.io import read_partition
 from mer.stages.model import evaluate, train
 from mer.stages.model.intervals import verdict
@@ -40,9 +42,16 @@ def run(cfg: MerConfig, ds: str, train_models: bool = True, only: list[str] | No
     """Train every run (or the named artifacts in `only`; none with train_models=False), evaluate all, one table."""
     validate_ds(ds)
     runs = [(m, v) for m, v in RUNS if train_models and (only is None or artifact_name(m, v) in only)]
-    trained, skipped = train_all(cfg, ds, runs)
-    result = evaluate.run(cfg, ds)
+    train.set_threads(cfg)
+    evaluator = evaluate.Evaluator(cfg, ds)  # the records and corpus every model is scored on, read once
+    trained, skipped = train_all(cfg, ds, runs, evaluator.add)
     models = evaluate.trained_models(cfg, ds)
+    if not models:
+        raise MerError(f"no trained model under {cfg.run_dir(ds) / 'models'}: nothing to compare")
+    for name, conf in models:  # folders trained before this run (or all of them, without training)
+        if name not in evaluator.by_split["eval"]:
+            evaluator.add(name, conf)
+    result = evaluator.finish([name for name, _ in models])
     table = read_partition(cfg.table("eval_metrics"), ds).to_pandas()
     table = table[table.split == "eval"]
     iv = read_partition(cfg.table("eval_intervals"), ds).to_pandas()
@@ -94,12 +103,15 @@ def run(cfg: MerConfig, ds: str, train_models: bool = True, only: list[str] | No
             "hr_novel": {n: m.get(f"hr_novel@{k0}/all") for n, m in result["metrics"].items()}}
 
 
-def train_all(cfg: MerConfig, ds: str, runs: list[tuple[str, str | None]]) -> tuple[dict, dict]:
+def train_all(cfg: MerConfig, ds: str, runs: list[tuple[str, str | None]],
+              on_trained: Callable[[str, dict], None] | None = None) -> tuple[dict, dict]:
     """Fit the simple baselines here (seconds each), then train the towers on train.compare_workers processes.
 
-    Returns ({artifact: seconds, epochs, final_loss}, {artifact: why it was not trained}). A worker is a fresh
-    (spawned) interpreter: nothing of this process's torch or thread state is inherited. Each tower's result does
-    not depend on the worker count (same seed, same data order); it does on its thread count, as torch's sums do.
+    Returns ({artifact: seconds, epochs, final_loss}, {artifact: why it was not trained}). `on_trained(name, conf)`
+    runs here for every model as soon as its folder is saved (compare evaluates it while the workers train the
+    rest). A worker is a fresh (spawned) interpreter: nothing of this process's torch or thread state is inherited.
+    Each tower's result does not depend on the worker count (same seed, same data order); it does on its thread
+    count, as torch's sums do.
     """
     # Towers with more user embeddings first (their steps take longest): the last to finish are then short ones and
     # neither worker idles long at the end (in the table's order, MovieLens's DCM K=4 ablation ran alone for 3 min).
@@ -107,7 +119,7 @@ def train_all(cfg: MerConfig, ds: str, runs: list[tuple[str, str | None]]) -> tu
     towers = sorted((r for r in runs if r[0] not in FITTERS),
                     key=lambda r: -tower_config(cfg, *r, pre_dim=1, topic_vocab=[]).k)
     workers = min(len(towers), cfg.train.compare_workers or os.cpu_count() or 1)
-    trained, skipped = {}, {}
+    trained, skipped, done = {}, {}, []
 
     def record(outcome: tuple[str, dict | None, str | None]) -> None:
         name, info, why = outcome
@@ -115,19 +127,33 @@ def train_all(cfg: MerConfig, ds: str, runs: list[tuple[str, str | None]]) -> tu
             skipped[name] = why
         else:
             trained[name] = info
+            done.append(name)
             log.info("compare: %s trained in %.0f s", name, info["seconds"])
+
+    def hand_over() -> None:
+        while on_trained is not None and done:
+            name = done.pop(0)
+            on_trained(name, json.loads((cfg.model_dir(ds, name) / "config.json").read_text()))
 
     for model, variant in [r for r in runs if r[0] in FITTERS] + (towers if workers <= 1 else []):
         record(_train_one(cfg, ds, model, variant))
+        if workers <= 1:
+            hand_over()
     if workers > 1:
         threads = cfg.train.num_threads or max(1, (os.cpu_count() or 1) // workers)
         wcfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"num_threads": threads})})
         pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        torch.set_num_threads(threads)  # what this process evaluates meanwhile shares the cores with the workers
         try:
-            for fut in [pool.submit(_train_one, wcfg, ds, model, variant) for model, variant in towers]:
+            futures = [pool.submit(_train_one, wcfg, ds, model, variant) for model, variant in towers]
+            hand_over()  # the fitted baselines, while the first towers train
+            for fut in as_completed(futures):
                 record(fut.result())  # a failed tower fails the comparison (its message, not a worker's trace)
+                hand_over()
         finally:
             pool.shutdown(cancel_futures=True)  # after a failure, the towers not yet started are not trained
+            train.set_threads(cfg)
+    hand_over()
     return trained, skipped
 
 
@@ -137,7 +163,8 @@ def _train_one(cfg: MerConfig, ds: str, model: str, variant: str | None) -> tupl
         r = train.run(cfg, ds, model, variant)
     except NotApplicable as err:  # e.g. CR on data without explicit interests: the others still compare
         return artifact_name(model, variant), None, str(err)
-    return r["model"], {"seconds": round(time.time() - t0, 1), "epochs": r.get("epochs_run"),
+    # a tower's "model" is its artifact name; a baseline's is the bare model ("pretrained"), its folder is "name"
+    return r.get("name", r["model"]), {"seconds": round(time.time() - t0, 1), "epochs": r.get("epochs_run"),
                         "final_loss": r.get("final_loss")}, None
 
 

@@ -369,40 +369,82 @@ def eval_table(cfg: MerConfig, ds: str, split: str, catalog: Catalog) -> pa.Tabl
     return table
 
 
-def evaluate_split(cfg: MerConfig, ds: str, models: list[tuple[str, dict]], table: pa.Table, catalog: Catalog,
-                   corpus: np.ndarray, tiebreak: np.ndarray, full: bool) -> tuple[dict[str, ModelEval], Batch]:
-    """Every model on one split's records; also the records' batch at the configured history length."""
-    from mer.stages.model.train import load_model
+class Evaluator:
+    """Scores models one at a time on both days' records, then writes the tables once every model is in.
 
-    batches: dict[int, Batch] = {}
+    `mer evaluate` adds every trained model and finishes; `mer compare` adds each tower as its worker saves it,
+    while the others still train, so the evaluation overlaps the training instead of following it. A model's
+    figures do not depend on when it was added: each reads only its own folder and the shared records.
+    """
 
-    def batch_for(length: int) -> Batch:
-        if length not in batches:
-            batches[length] = make_batch(table, catalog, length)
-        return batches[length]
+    def __init__(self, cfg: MerConfig, ds: str):
+        self.cfg, self.ds = cfg, validate_ds(ds)
+        self.catalog = load_catalog(cfg, ds)
+        self.corpus = corpus_rows(cfg, ds, self.catalog)
+        prob = item_probabilities(cfg, ds, self.catalog)
+        self.tiebreak = np.zeros(self.catalog.n_rows) if prob is None else prob  # baselines' ties: popularity first
+        self.tables = {split: eval_table(cfg, ds, split, self.catalog) for split in SPLITS}
+        self._batches: dict[tuple[str, int], Batch] = {}
+        self.by_split: dict[str, dict[str, ModelEval]] = {split: {} for split in SPLITS}
 
-    results: dict[str, ModelEval] = {}
-    for name, conf in models:
+    def batch(self, split: str, length: int | None = None) -> Batch:
+        """One split's records at a history length (default the configured one), built once."""
+        key = (split, length or self.cfg.build.history_len)
+        if key not in self._batches:
+            self._batches[key] = make_batch(self.tables[split], self.catalog, key[1])
+        return self._batches[key]
+
+    def add(self, name: str, conf: dict) -> None:
+        """Score one model: the val day for the HR figures bless and the baseline choice need, the eval day in full
+        (once)."""
+        for split in SPLITS:
+            ev = self._score(name, conf, split, full=split == "eval")
+            if ev is not None:
+                self.by_split[split][name] = ev
+        log.info("evaluated %s", name)
+
+    def _score(self, name: str, conf: dict, split: str, full: bool) -> ModelEval | None:
+        from mer.stages.model.train import load_model
+
+        cfg, ds, catalog, corpus = self.cfg, self.ds, self.catalog, self.corpus
         if conf.get("kind") == "baseline":
-            results[name] = evaluate_baseline(name, conf, cfg, ds, batch_for(cfg.build.history_len), catalog, corpus,
-                                              tiebreak, full)
-            continue
+            return evaluate_baseline(name, conf, cfg, ds, self.batch(split), catalog, corpus, self.tiebreak, full)
         if conf["model"] == "pinnersage":
-            results[name] = evaluate_pinnersage(conf, cfg, batch_for(cfg.build.history_len), catalog, corpus, full)
-            continue
+            return evaluate_pinnersage(conf, cfg, self.batch(split), catalog, corpus, full)
         net, conf = load_model(cfg.model_dir(ds, name))
         if list(net.c.topic_vocab) != catalog.topic_vocab.tolist():
             log.warning("model %s was trained with another topic vocabulary; skipped", name)
-            continue
-        b = batch_for(net.c.history_len)
+            return None
+        b = self.batch(split, net.c.history_len)
         if conf["model"] == "cr":
-            results[name] = evaluate_cr(net, name, conf, cfg, ds, b, table, catalog, corpus, full)
-        else:
-            results[name] = evaluate_implicit(net, name, conf, cfg, b, catalog, corpus, full)
-        log.info("evaluated %s", name)
-    if full and "dcm" in results and "cr" in results:
-        results["dcm+cr"] = combined(results["dcm"], results["cr"], cfg, batch_for(cfg.build.history_len))
-    return results, batch_for(cfg.build.history_len)
+            return evaluate_cr(net, name, conf, cfg, ds, b, self.tables[split], catalog, corpus, full)
+        return evaluate_implicit(net, name, conf, cfg, b, catalog, corpus, full)
+
+    def finish(self, order: list[str]) -> dict:
+        """The served dcm+cr union, the strongest baseline (val day), the intervals; writes eval_metrics,
+        eval_intervals and eval_summary.md. `order`: the models' names as the tables list them."""
+        cfg, ds = self.cfg, self.ds
+        by_split = {split: {n: res[n] for n in order if n in res} for split, res in self.by_split.items()}
+        results = by_split["eval"]
+        if "dcm" in results and "cr" in results:
+            results["dcm+cr"] = combined(results["dcm"], results["cr"], cfg, self.batch("eval"))
+        k = cfg.eval.ks[0]
+        best = best_baseline(by_split["val"], k, cfg.eval.simple_baselines)
+        eb = self.batch("eval")
+        iv = intervals(results, eb.novel(), eb.segments, eb.user_ids, best, k, cfg.eval.seed,
+                       cfg.eval.bootstrap_samples, candidate=cfg.eval.candidate_model)
+        rows = [{"model": ev.model, "variant": ev.variant, "split": split, "metric": m, "segment": s, "value": float(v)}
+                for split, res in by_split.items() for ev in res.values() for m, s, v in ev.metrics]
+        write_partition(cfg.table("eval_metrics"), ds, pa.Table.from_pylist(rows, schema=EVAL_METRICS))
+        write_partition(cfg.table("eval_intervals"), ds, pa.Table.from_pylist(
+            [{k_: r[k_] for k_ in EVAL_INTERVALS.names} for r in iv], schema=EVAL_INTERVALS))
+        n_records = self.tables["eval"].num_rows
+        summary = write_summary(cfg, ds, results, by_split["val"], iv, best, n_records, len(self.corpus))
+        return {"ds": ds, "records": n_records, "val_records": self.tables["val"].num_rows,
+                "users": int(len(np.unique(eb.user_ids))),  # the intervals' resampling unit
+                "corpus": len(self.corpus), "models": list(results), "best_baseline": best, "summary": str(summary),
+                "metrics": {n: {f"{m}/{s}": (None if math.isnan(v) else round(v, 4)) for m, s, v in ev.metrics
+                                if s == "all"} for n, ev in results.items()}}
 
 
 def best_baseline(results: dict[str, ModelEval], k: int, names: list[str]) -> str | None:
@@ -474,34 +516,10 @@ def run(cfg: MerConfig, ds: str) -> dict:
     models = trained_models(cfg, ds)
     if not models:
         raise MerError(f"no trained model under {cfg.run_dir(ds) / 'models'}: run `mer train` first")
-    catalog = load_catalog(cfg, ds)
-    corpus = corpus_rows(cfg, ds, catalog)
-    prob = item_probabilities(cfg, ds, catalog)
-    tiebreak = np.zeros(catalog.n_rows) if prob is None else prob  # baselines' ties: train popularity first
-    k = cfg.eval.ks[0]
-    by_split, tables, batches = {}, {}, {}
-    for split in SPLITS:
-        tables[split] = eval_table(cfg, ds, split, catalog)
-        # The val day: the HR figures bless and the baseline choice need; the eval day: everything, once.
-        by_split[split], batches[split] = evaluate_split(cfg, ds, models, tables[split], catalog, corpus, tiebreak,
-                                         full=split == "eval")
-    results = by_split["eval"]
-    best = best_baseline(by_split["val"], k, cfg.eval.simple_baselines)
-    eb = batches["eval"]
-    iv = intervals(results, eb.novel(), eb.segments, eb.user_ids, best, k, cfg.eval.seed, cfg.eval.bootstrap_samples,
-                   candidate=cfg.eval.candidate_model)
-
-    rows = [{"model": ev.model, "variant": ev.variant, "split": split, "metric": m, "segment": s, "value": float(v)}
-            for split, res in by_split.items() for ev in res.values() for m, s, v in ev.metrics]
-    write_partition(cfg.table("eval_metrics"), ds, pa.Table.from_pylist(rows, schema=EVAL_METRICS))
-    write_partition(cfg.table("eval_intervals"), ds, pa.Table.from_pylist(
-        [{k_: r[k_] for k_ in EVAL_INTERVALS.names} for r in iv], schema=EVAL_INTERVALS))
-    summary = write_summary(cfg, ds, results, by_split["val"], iv, best, tables["eval"].num_rows, len(corpus))
-    return {"ds": ds, "records": tables["eval"].num_rows, "val_records": tables["val"].num_rows,
-            "users": int(len(np.unique(eb.user_ids))),  # the intervals' resampling unit
-            "corpus": len(corpus), "models": list(results), "best_baseline": best, "summary": str(summary),
-            "metrics": {n: {f"{m}/{s}": (None if math.isnan(v) else round(v, 4)) for m, s, v in ev.metrics
-                            if s == "all"} for n, ev in results.items()}}
+    ev = Evaluator(cfg, ds)
+    for name, conf in models:
+        ev.add(name, conf)
+    return ev.finish([name for name, _ in models])
 
 
 def summary_table(results: dict[str, ModelEval], cfg: MerConfig) -> tuple[list[str], list[list[str]]]:
