@@ -215,10 +215,10 @@ def test_training_without_a_validation_day_says_so(tmp_path):
 
 
 def test_compare_prints_baselines_intervals_and_novel_hr(tmp_path, capsys):
-    from mer.stages.model import compare
+    from mer.stages.model import compare, evaluate
 
     cfg = small_cfg(MerConfig(root=tmp_path / "var"))
-    cfg.train = cfg.train.model_copy(update={"epochs": 2})
+    cfg.train = cfg.train.model_copy(update={"epochs": 2, "num_threads": 1})  # every score on one thread
     build(cfg)
     out = compare.run(cfg, DS, only=["single", "dcm", "popularity", "pretrained-max", "cr", "inverted"])
     printed = capsys.readouterr().out
@@ -236,6 +236,12 @@ def test_compare_prints_baselines_intervals_and_novel_hr(tmp_path, capsys):
     assert 0 < dcm.users.iloc[0] <= dcm.n.iloc[0]
     assert f"eval records from {dcm.users.iloc[0]} users" in text  # dcm is scored on every eval record
     assert set(iv[iv.model == "cr"].metric) == {"hr@10", "filtered_hr@10"}  # filtered HR vs the explicit control
+    # compare scored each model while the other towers trained; `mer evaluate` afterwards gives the same tables
+    metrics = read_partition(cfg.table("eval_metrics"), DS).to_pandas()
+    evaluate.run(cfg, DS)
+    again = read_partition(cfg.table("eval_metrics"), DS).to_pandas()
+    assert len(metrics) > 100 and metrics.equals(again)
+    assert iv.equals(read_partition(cfg.table("eval_intervals"), DS).to_pandas())
 
 
 def test_compare_trains_towers_on_worker_processes_with_the_same_result(tmp_path):
@@ -252,8 +258,10 @@ def test_compare_trains_towers_on_worker_processes_with_the_same_result(tmp_path
     versions = {}
     for workers in (1, 2):
         cfg.train = cfg.train.model_copy(update={"epochs": 2, "num_threads": 1, "compare_workers": workers})
-        trained, skipped = compare.train_all(cfg, DS, runs)
+        handed = []  # what compare would evaluate, in order, each as soon as its folder is saved
+        trained, skipped = compare.train_all(cfg, DS, runs, lambda name, conf: handed.append((name, conf["name"])))
         assert set(trained) == {"popularity", "single", "dcm"} and set(skipped) == {"cr"}, (trained, skipped)
+        assert handed[0] == ("popularity", "popularity") and sorted(handed[1:]) == [("dcm", "dcm"), ("single", "single")]
         assert "no row with a condition_id" in skipped["cr"]
         versions[workers] = {n: json.loads((cfg.model_dir(DS, n) / "metrics.json").read_text())["model_version"]
                              for n in ("single", "dcm")}
