@@ -143,7 +143,10 @@ def train_all(cfg: MerConfig, ds: str, runs: list[tuple[str, str | None]],
         threads = cfg.train.num_threads or max(1, (os.cpu_count() or 1) // workers)
         wcfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"num_threads": threads})})
         pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
-        torch.set_num_threads(threads)  # what this process evaluates meanwhile shares the cores with the workers
+        # What this process scores meanwhile shares the cores with the workers: at a worker's thread count (a
+        # model's HR is the same at 1 or 2 threads here: single and CR, unchanged, scored the same in session 13
+        # at 1 thread during training as in session 12 at 2 after it).
+        torch.set_num_threads(threads)
         try:
             futures = [pool.submit(_train_one, wcfg, ds, model, variant) for model, variant in towers]
             hand_over()  # the fitted baselines, while the first towers train
@@ -154,7 +157,10 @@ def train_all(cfg: MerConfig, ds: str, runs: list[tuple[str, str | None]],
             pool.shutdown(cancel_futures=True)  # after a failure, the towers not yet started are not trained
             train.set_threads(cfg)
     hand_over()
-    return trained, skipped
+    order = [artifact_name(m, v) for m, v in runs]  # the runs' order, not the order the workers finished in
+    rank = {name: i for i, name in enumerate(order)}
+    return ({n: trained[n] for n in sorted(trained, key=lambda n: rank.get(n, len(order)))},
+            {n: skipped[n] for n in sorted(skipped, key=lambda n: rank.get(n, len(order)))})
 
 
 def _train_one(cfg: MerConfig, ds: str, model: str, variant: str | None) -> tuple[str, dict | None, str | None]:

@@ -389,7 +389,7 @@ class Evaluator:
 
     def batch(self, split: str, length: int | None = None) -> Batch:
         """One split's records at a history length (default the configured one), built once."""
-        key = (split, length or self.cfg.build.history_len)
+        key = (split, self.cfg.build.history_len if length is None else length)
         if key not in self._batches:
             self._batches[key] = make_batch(self.tables[split], self.catalog, key[1])
         return self._batches[key]

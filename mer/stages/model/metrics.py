@@ -17,7 +17,7 @@ def max_rule_scores(user: torch.Tensor, active: torch.Tensor, cands: torch.Tenso
     # splits a tie's gradient evenly, so a copied slot hands its share back to the embedding it copies.
     first = active.to(torch.uint8).argmax(1)
     u = torch.where(active.unsqueeze(-1), user, user.gather(1, first.view(-1, 1, 1).expand(-1, 1, user.shape[2])))
-    return (u.reshape(-1, u.shape[2]) @ cands.T).view(u.shape[0], u.shape[1], -1).amax(1)
+    return (u.reshape(-1, u.shape[2]) @ cands.T).view(u.shape[0], u.shape[1], cands.shape[0]).amax(1)
 
 
 @torch.no_grad()
