@@ -49,8 +49,7 @@ def run(cfg: MerConfig, ds: str, train_models: bool = True, only: list[str] | No
     if not models:
         raise MerError(f"no trained model under {cfg.run_dir(ds) / 'models'}: nothing to compare")
     for name, conf in models:  # folders trained before this run (or all of them, without training)
-        if name not in evaluator.by_split["eval"]:
-            evaluator.add(name, conf)
+        evaluator.add(name, conf)
     result = evaluator.finish([name for name, _ in models])
     table = read_partition(cfg.table("eval_metrics"), ds).to_pandas()
     table = table[table.split == "eval"]
@@ -157,10 +156,12 @@ def train_all(cfg: MerConfig, ds: str, runs: list[tuple[str, str | None]],
             pool.shutdown(cancel_futures=True)  # after a failure, the towers not yet started are not trained
             train.set_threads(cfg)
     hand_over()
-    order = [artifact_name(m, v) for m, v in runs]  # the runs' order, not the order the workers finished in
-    rank = {name: i for i, name in enumerate(order)}
-    return ({n: trained[n] for n in sorted(trained, key=lambda n: rank.get(n, len(order)))},
-            {n: skipped[n] for n in sorted(skipped, key=lambda n: rank.get(n, len(order)))})
+    pos = {artifact_name(m, v): i for i, (m, v) in enumerate(runs)}
+
+    def in_runs_order(d: dict) -> dict:  # not the order the workers finished in
+        return dict(sorted(d.items(), key=lambda kv: pos.get(kv[0], len(pos))))
+
+    return in_runs_order(trained), in_runs_order(skipped)
 
 
 def _train_one(cfg: MerConfig, ds: str, model: str, variant: str | None) -> tuple[str, dict | None, str | None]:

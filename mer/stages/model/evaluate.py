@@ -386,6 +386,7 @@ class Evaluator:
         self.tables = {split: eval_table(cfg, ds, split, self.catalog) for split in SPLITS}
         self._batches: dict[tuple[str, int], Batch] = {}
         self.by_split: dict[str, dict[str, ModelEval]] = {split: {} for split in SPLITS}
+        self.added: set[str] = set()
 
     def batch(self, split: str, length: int | None = None) -> Batch:
         """One split's records at a history length (default the configured one), built once."""
@@ -396,7 +397,10 @@ class Evaluator:
 
     def add(self, name: str, conf: dict) -> None:
         """Score one model: the val day for the HR figures bless and the baseline choice need, the eval day in full
-        (once)."""
+        (once). A model already added is not scored again."""
+        if name in self.added:
+            return
+        self.added.add(name)
         for split in SPLITS:
             ev = self._score(name, conf, split, full=split == "eval")
             if ev is not None:
