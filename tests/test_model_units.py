@@ -142,6 +142,52 @@ def test_item_tower_encodes_each_distinct_item_once_in_training_with_the_same_va
     hook.remove()
 
 
+def test_history_encoder_computes_a_per_item_function_once_per_distinct_item_with_the_same_values_and_gradients():
+    # single's and DCM's attention logit attn(tanh e) is a function of the item alone: in training it runs on each
+    # distinct item's encoding (4 rows here, not 12 slots) and is gathered back like the encoding itself.
+    from mer.stages.model.item_tower import ItemTower, TowerConfig, attention_logit, attention_pool
+
+    torch.manual_seed(0)
+    c = TowerConfig(pre_dim=4, id_vocab_size=3, pre_skip=True)
+    tower = ItemTower(c)
+    tower.summarize.fields.id_vocab.copy_(torch.tensor([5, 7, 9]))
+    attn = torch.nn.Linear(c.dim, 1)
+    ids = torch.tensor([[5, 7, 5, -1], [7, 7, 11, -1], [5, 11, -1, -1]])
+    g = torch.Generator().manual_seed(1)
+    table = {i: torch.randn(4, generator=g) for i in (5, 7, 11, -1)}  # each id's own pretrained features
+    pre = torch.stack([table[int(i)] for i in ids.flatten()]).view(3, 4, 4)
+    args = (pre, (ids == -1).float(), ids.clamp_min(0) % 3, ids.clamp_min(0) % 5, ids.clamp_min(0) % 2, ids)
+    use = ids >= 0
+    rows_seen = []
+
+    def logit(e):
+        rows_seen.append(e.shape[:-1])
+        return attention_logit(attn)(e)
+
+    outs, grads = [], []
+    for train in (True, False):
+        tower.train(train)
+        tower.zero_grad()
+        attn.zero_grad()
+        e, lg = tower(*args, per_item=logit)
+        assert lg.shape == (3, 4, 1)
+        pooled = attention_pool(e, use, lg, None)
+        (pooled * torch.arange(64.0)).sum().backward()
+        outs.append(pooled.detach())
+        grads.append({n: p.grad.clone() for n, p in [*tower.named_parameters(), *attn.named_parameters()]
+                      if p.grad is not None})
+    assert rows_seen == [torch.Size([4]), torch.Size([3, 4])]  # distinct items in training; every slot in eval
+    assert torch.allclose(outs[0], outs[1], atol=1e-6)
+    assert set(grads[0]) == set(grads[1]) and "weight" in grads[0]  # attn's weight got its gradient
+    for n in grads[0]:
+        assert torch.allclose(grads[0][n], grads[1][n], rtol=1e-4, atol=1e-4), n
+    # the pool itself: softmax over the used slots of the logits, then the weighted sum of those slots
+    e = torch.arange(24.0).view(2, 3, 4)
+    lg = torch.log(torch.tensor([[1.0, 3.0, 100.0], [2.0, 2.0, 2.0]])).unsqueeze(-1)
+    out = attention_pool(e, torch.tensor([[True, True, False], [True, True, True]]), lg, None)
+    assert torch.allclose(out[0], 0.25 * e[0, 0] + 0.75 * e[0, 1]) and torch.allclose(out[1], e[1].mean(0))
+
+
 def _zero_last_layers(*seqs):
     with torch.no_grad():
         for seq in seqs:

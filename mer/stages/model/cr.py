@@ -24,6 +24,7 @@ from mer.stages.model.item_tower import (
     masked_mean,
     masked_softmax,
     mlp,
+    weighted_sum,
 )
 from mer.stages.model.tower_spec import TowerSpec
 
@@ -94,7 +95,7 @@ class CRTower(nn.Module):
         pos = torch.arange(e.shape[1], device=e.device).expand_as(use)
         last = torch.where(use, pos, -1).argmax(1)
         recent = e.gather(1, last.view(-1, 1, 1).expand(-1, 1, e.shape[-1])).squeeze(1) * use.any(1, keepdim=True)
-        raw = [q, (att.unsqueeze(-1) * e).sum(1), masked_mean(e, use), recent]
+        raw = [q, weighted_sum(att, e), masked_mean(e, use), recent]
         fields = torch.stack([p(x) for p, x in zip(self.proj, raw)], dim=1)
         o = F.normalize(self.out(self.dhen(fields)), dim=-1).unsqueeze(1)
         return o, torch.ones(o.shape[:2], dtype=o.dtype)

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from mer.stages.model.item_tower import (
     TowerConfig,
+    attention_logit,
     attention_pool,
     history_encoder,
     history_use,
@@ -122,7 +123,9 @@ class DCMTower(nn.Module):
             self.centroid_w = nn.Parameter(torch.ones(()))
 
     def forward(self, pre, missing, cat, creator, topic, ids, mask, engaged, cond):
-        e = self.summarize(pre, missing, cat, creator, topic, ids)  # Eq 4, [B, L, d]
+        # Eq 4, [B, L, d]; with the anchor, also each item's attention logit for the attended history g
+        e, logit = (self.summarize(pre, missing, cat, creator, topic, ids, per_item=attention_logit(self.anchor_attn))
+                    if self.c.anchor else (self.summarize(pre, missing, cat, creator, topic, ids), None))
         valid = mask & engaged & (missing == 0)  # I_valid: engaged (no negative action) and with features
         eligible = valid if self.c.va_fpi else mask  # Eq 6 vs Eq 5
         idx, active = farthest_point_init(e.detach(), eligible, mask, self.c.k)
@@ -140,7 +143,7 @@ class DCMTower(nn.Module):
         importance = b.sum(-1) * active.to(b.dtype)  # 3.5: cluster importance = sum_i b_ij
         if not self.c.anchor:
             return F.normalize(c + self.head(c), dim=-1), importance
-        g = attention_pool(e, members, self.anchor_attn, self.anchor_pos if self.c.recency else None)
+        g = attention_pool(e, members, logit, self.anchor_pos if self.c.recency else None)
         g = g.unsqueeze(1).expand_as(c)  # [B, K, d]
         o = self.anchor_w * g + self.centroid_w * c + self.head(torch.cat([c, g], dim=-1))
         return F.normalize(o, dim=-1), importance

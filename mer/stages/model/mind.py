@@ -31,8 +31,7 @@ class MINDTower(nn.Module):
         self.head = mlp(c.dim, c.hidden_dim, c.dim)
 
     def forward(self, pre, missing, cat, creator, topic, ids, mask, engaged, cond):
-        e = self.summarize(pre, missing, cat, creator, topic, ids)
-        se = self.S(e)  # [B, L, d]
+        _, se = self.summarize(pre, missing, cat, creator, topic, ids, per_item=self.S)  # S(e) [B, L, d], per item
         L = se.shape[1]
         b = self.b0[:, -L:].unsqueeze(0).expand(se.shape[0], -1, -1)
         m = mask.unsqueeze(1).to(se.dtype)

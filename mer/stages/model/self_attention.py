@@ -33,9 +33,9 @@ class SelfAttentionTower(nn.Module):
         self.head = mlp(c.dim, c.hidden_dim, c.dim)
 
     def forward(self, pre, missing, cat, creator, topic, ids, mask, engaged, cond):
-        e = self.summarize(pre, missing, cat, creator, topic, ids)
-        h = e + self.pos[-e.shape[1]:]
-        a = self.w2(torch.tanh(self.w1(h))).transpose(1, 2)  # [B, K, L]
+        # w1(e + pos) = w1(e) + w1(pos) (no bias): w1(e) is a function of the item, computed once per distinct item
+        e, we = self.summarize(pre, missing, cat, creator, topic, ids, per_item=self.w1)
+        a = self.w2(torch.tanh(we + self.w1(self.pos[-e.shape[1]:]))).transpose(1, 2)  # [B, K, L]
         a = masked_softmax(a, mask.unsqueeze(1).expand_as(a), dim=2)
         v = torch.einsum("bkl,bld->bkd", a, e)
         o = F.normalize(v + self.head(v), dim=-1)
