@@ -66,6 +66,11 @@ TIE_LOG = [(21, 10, 0, "train"), (21, 11, 1, "train"), (21, 12, 2, "train"), (22
            (22, 12, 1, "train"), (23, 12, 0, "train"), (24, 12, 0, "train")]
 
 
+def rows(lists: np.ndarray) -> list[list[int]]:
+    """top_lists' padded [R, n] array as each record's list (the -1 pads dropped)."""
+    return [r[r >= 0].tolist() for r in lists]
+
+
 def neighbors_table(expected=EXPECTED) -> pa.Table:
     rows = [(i, j, s, r) for i, nb in expected.items() for r, (j, s) in enumerate(nb, start=1)]
     return pa.table({k: list(v) for k, v in zip(ITEM_NEIGHBORS.names, zip(*rows))}, schema=ITEM_NEIGHBORS)
@@ -215,17 +220,31 @@ def test_ranks_break_ties_by_tiebreak_then_row():
     # tiebreak 0 and a lower row than 0: none -> 7.
     assert ranks.tolist() == [5, 0, 1, 2, 3, 4, 7, 7]
     # top_lists serves the same total order: a corpus row's rank is its position in the full list.
-    full = top_lists(fn, 1, corpus, tiebreak, budget=100)[0]
+    full = rows(top_lists(fn, 1, corpus, tiebreak, budget=100))[0]
     assert full[:8] == [7, 9, 60, 70, 20, 50, 80, 1]
     assert all(full.index(p) == r for p, r in zip(pos[:7], ranks[:7]))
-    assert top_lists(fn, 4, corpus, tiebreak, budget=3, chunk=3) == [[7, 9, 60]] * 4
+    assert rows(top_lists(fn, 4, corpus, tiebreak, budget=3, chunk=3)) == [[7, 9, 60]] * 4
+
+
+def test_top_lists_cut_at_the_budget_are_the_full_orders_first_rows():
+    # Many ties and -inf rows: the partial selection must keep the total order (score desc, tiebreak desc, row).
+    rng = np.random.default_rng(3)
+    scores = rng.integers(0, 4, (7, 60)).astype(float)
+    scores[rng.random((7, 60)) < 0.2] = -np.inf
+    tb = rng.integers(0, 3, 61).astype(float)
+    corpus = np.arange(1, 61)
+    fn = lambda sl, cols: scores[sl][:, cols - 1]  # noqa: E731
+    want = [sorted((c for c in corpus if scores[r, c - 1] > -np.inf), key=lambda c: (-scores[r, c - 1], -tb[c], c))
+            for r in range(7)]
+    for budget in (1, 5, 17, 59, 60, 100):
+        assert rows(top_lists(fn, 7, corpus, tb, budget=budget, chunk=3)) == [w[:budget] for w in want]
 
 
 def test_ranks_and_lists_skip_minus_inf_and_nan():
     scores = np.array([0.0, 1.0, -np.inf, np.nan, 0.5])
     fn = lambda sl, cols: np.broadcast_to(scores[cols], (sl.stop - sl.start, len(cols)))  # noqa: E731
     tb = np.zeros(5)
-    assert top_lists(fn, 1, np.arange(1, 5), tb, budget=10) == [[1, 4]]
+    assert rows(top_lists(fn, 1, np.arange(1, 5), tb, budget=10)) == [[1, 4]]
     # a -inf positive still gets a place: behind 1 and 4, ahead of row 3 (NaN = -inf, higher row)
     assert ranks_from_scores(fn, 2, np.array([2, 3]), np.arange(1, 5), tb).tolist() == [2, 3]
 
@@ -235,7 +254,7 @@ def test_popularity_ranks_by_train_count():
     pop = Popularity(COUNTS)
     rec = Records(n=2)
     # counts 1:5 3:4 2:3 4:3 5:1 6:0 -> 1, 3, then 2 and 4 (tie: lower row 2), 5, 6
-    assert top_lists(bind(pop, rec), 2, ALL, COUNTS, budget=6) == [[1, 3, 2, 4, 5, 6]] * 2
+    assert rows(top_lists(bind(pop, rec), 2, ALL, COUNTS, budget=6)) == [[1, 3, 2, 4, 5, 6]] * 2
     assert ranks_from_scores(bind(pop, Records(n=6)), 6, ALL, ALL, COUNTS).tolist() == [0, 2, 1, 3, 4, 5]
     assert cat.n_rows == 7
 
@@ -255,7 +274,7 @@ def test_itemknn_sum_and_max():
     assert m[0] == pytest.approx([1 / R6, 2 / R6, 1 / R6, 1 / 2, 0.0, 0.0])
     # served list for record 0 (tiebreak = counts): 2, 4, then 1 vs 3 tie at 1/sqrt6 -> count 5 beats 4,
     # then the zero-score rest by count: 5 (1) before 6 (0)
-    assert top_lists(bind(ItemKNN(sim, "sum"), rec), 2, ALL, COUNTS, budget=6)[0] == [2, 4, 1, 3, 5, 6]
+    assert rows(top_lists(bind(ItemKNN(sim, "sum"), rec), 2, ALL, COUNTS, budget=6))[0] == [2, 4, 1, 3, 5, 6]
     # a positive scoring 0 does not rank 0: positive 6 (count 0) is behind every other item
     assert ranks_from_scores(bind(ItemKNN(sim, "max"), rec), 2, np.array([6, 6]), ALL, COUNTS).tolist() == [5, 5]
     # candidate columns that are a subset: same values
@@ -302,7 +321,7 @@ def test_pretrained_mean_and_max():
     assert mx[0] == pytest.approx([1.0, 1.0, 1 / S2, 0.0, 0.0, 0.8])
     assert mx[1].tolist() == [0.0] * 6
     # mean's served list: 3, 6, then 1 and 2 tie at 1/sqrt2 -> count 5 (item 1) first, 5, then 4
-    assert top_lists(bind(Pretrained(cat, "mean"), rec), 1, ALL, COUNTS, budget=6) == [[3, 6, 1, 2, 5, 4]]
+    assert rows(top_lists(bind(Pretrained(cat, "mean"), rec), 1, ALL, COUNTS, budget=6)) == [[3, 6, 1, 2, 5, 4]]
 
 
 def test_pretrained_max_blocks_many_records(monkeypatch):
@@ -333,15 +352,15 @@ def test_inverted_index_condition_and_followed_round_robin():
     s = inv.score_condition(cond, ALL)
     ninf = -np.inf
     assert s.tolist() == [[5, 3, ninf, 3, ninf, ninf], [ninf] * 5 + [0], [ninf] * 6]
-    assert top_lists(bind(inv, Records(cond=cond)), 3, ALL, COUNTS, budget=10) == [[1, 2, 4], [6], []]
+    assert rows(top_lists(bind(inv, Records(cond=cond)), 3, ALL, COUNTS, budget=10)) == [[1, 2, 4], [6], []]
     # followed {100, 200}: best positions 1 -> 1, 3 -> 1, 2 -> 2 (in both), 4 -> 3, 5 -> 3, 6 -> none
     # round robin: position 1 of each list (1 before 3: count 5 > 4), position 2 (2 once), position 3 (4, then 5)
     followed = [np.array([1, 2]), np.array([2]), np.array([], dtype=np.int64)]
     f = inv.score_followed(followed, ALL)
     assert f[0].tolist() == [-1, -2, -1, -3, -3, ninf]
-    assert top_lists(bind(inv, Records(followed=followed)), 3, ALL, COUNTS, budget=10) == [
+    assert rows(top_lists(bind(inv, Records(followed=followed)), 3, ALL, COUNTS, budget=10)) == [
         [1, 3, 2, 4, 5], [3, 2, 5], []]
-    assert top_lists(bind(inv, Records(followed=followed)), 1, ALL, COUNTS, budget=4) == [[1, 3, 2, 4]]
+    assert rows(top_lists(bind(inv, Records(followed=followed)), 1, ALL, COUNTS, budget=4)) == [[1, 3, 2, 4]]
     # positive 6 is in no followed list: ranked behind every servable item and the -inf items with more count
     assert ranks_from_scores(bind(inv, Records(followed=followed)), 1, np.array([6]), ALL, COUNTS).tolist() == [5]
 

@@ -12,7 +12,9 @@ from mer.stages.model.evaluate import embedding_lists, served
 from mer.stages.model.merge import (
     embedding_weights,
     round_robin,
+    round_robin_rows,
     served_merge,
+    served_merge_rows,
     split_budget,
 )
 
@@ -86,6 +88,41 @@ def test_round_robin_agrees_with_the_rule_slot_by_slot_on_random_lists():
         assert round_robin(lists, budgets, k) == _round_robin_by_rounds(lists, budgets, k), (lists, budgets, k)
 
 
+def test_round_robin_rows_merge_every_user_as_one_user_alone():
+    # The compiled batch evaluation runs: users of one call do not see each other's items (de-duplication is per
+    # user), and -1 pads (shorter lists) change nothing.
+    rng = np.random.default_rng(11)
+    for _ in range(300):
+        n_users, n_lists, width = int(rng.integers(1, 6)), int(rng.integers(1, 6)), int(rng.integers(0, 30))
+        lists = rng.integers(-2, 25, (n_users, n_lists, width))
+        budgets = rng.integers(0, 12, (n_users, n_lists))
+        k = int(rng.integers(0, 40))
+        items, src = round_robin_rows(lists, budgets, k)
+        for u in range(n_users):
+            want = _round_robin_by_rounds(lists[u].tolist(), budgets[u].tolist(), k)
+            assert [(int(i), int(s)) for i, s in zip(items[u], src[u]) if i >= 0] == want
+            assert (items[u][len(want):] == -1).all() and (src[u][len(want):] == -1).all()
+
+
+def test_served_merge_rows_leave_inactive_embeddings_out_as_the_reader_does():
+    # An inactive embedding has no row in the user export: it takes no share of the budget and no candidate.
+    rng = np.random.default_rng(2)
+    models, explicit = ["dcm", "dcm", "dcm", "cr", "cr"], [False, False, False, True, True]
+    for _ in range(200):
+        n_users = int(rng.integers(1, 5))
+        lists = rng.integers(0, 40, (n_users, 5, 15))
+        imp = rng.random((n_users, 5)) * (rng.random((n_users, 5)) < 0.8)
+        active = rng.random((n_users, 5)) < 0.7
+        k = int(rng.integers(1, 30))
+        items, src = served_merge_rows(lists, models, imp, explicit, active, k)
+        for u in range(n_users):
+            on = np.flatnonzero(active[u])
+            want = served_merge([lists[u, j].tolist() for j in on], [models[j] for j in on], imp[u, on].tolist(),
+                                [explicit[j] for j in on], k)
+            got = [(int(i), int(s)) for i, s in zip(items[u], src[u]) if i >= 0]
+            assert got == [(i, int(on[s])) for i, s in want]
+
+
 # ---------------------------------------------------------------- the served merge of one user
 DCM0, DCM1, CR0 = list(range(10, 20)), list(range(20, 30)), list(range(30, 40))
 
@@ -146,5 +183,5 @@ def test_evaluation_and_reader_serve_the_same_list(n_items):
         embs = [("cr", j, cr_user[u, j].numpy(), 1.0, topics[u][j]) for j in range(2) if cr_act[u, j]]
         embs += [("dcm", j, dcm_user[u, j].numpy(), float(dcm_imp[u, j]), None) for j in range(3) if dcm_act[u, j]]
         reader = [c.item_id for c in merged_candidates(embs, search, k)]
-        assert reader == evaluation[u]
+        assert reader == evaluation[u][evaluation[u] >= 0].tolist()
         assert len(reader) == min(k, n_items) and len(set(reader)) == len(reader)

@@ -15,7 +15,9 @@ from mer.stages.model.metrics import (
     hit_rate,
     max_rule_scores,
     mean_pairwise_cosine,
+    overlap,
     positive_ranks,
+    topic_diversity,
 )
 from mer.stages.model.pinnersage import cluster_user
 
@@ -492,6 +494,23 @@ def test_ranks_never_reward_ties_or_users_without_embeddings():
     # 2: the positive is outside the corpus; item 3 has the same vector, a tie -> rank 1 (embedding 2 is zero)
     assert ranks.tolist() == [3, 4, 1]
     assert hit_rate(ranks, 1) == 0.0
+
+
+def test_topic_diversity_known_answer():
+    # Rows of retrieved items' primary topics (0: no item or no topic). Row 0: topics 1, 1, 2 -> 2 distinct,
+    # entropy -(2/3 ln 2/3 + 1/3 ln 1/3); row 1 has none and is left out; row 2: one topic, entropy 0.
+    distinct, entropy = topic_diversity(np.array([[1, 1, 2, 0], [0, 0, 0, 0], [3, 3, 3, 3]]))
+    assert distinct == pytest.approx(1.5)
+    assert entropy == pytest.approx(-(2 / 3 * np.log(2 / 3) + 1 / 3 * np.log(1 / 3)) / 2)
+    assert all(np.isnan(topic_diversity(np.zeros((2, 3), dtype=np.int64))))
+
+
+def test_overlap_known_answer():
+    # Row 0: {1, 2, 3} and {2, 3, 9} share 2 of 3; row 1: {4} and {5, 6} share 0 of 1; row 2: A is empty, left out.
+    a = np.array([[1, 2, 3], [4, -1, -1], [-1, -1, -1]])
+    b = np.array([[2, 3, 9], [5, 6, -1], [7, -1, -1]])
+    assert overlap(a, b) == pytest.approx((2 / 3 + 0) / 2)
+    assert np.isnan(overlap(a[2:], b[2:]))
 
 
 def test_mean_pairwise_cosine_detects_collapse():

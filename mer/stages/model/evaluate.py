@@ -38,7 +38,7 @@ from mer.stages.model.data import (
     read_eval,
 )
 from mer.stages.model.intervals import paired_bootstrap_ratio, verdict
-from mer.stages.model.merge import served_merge
+from mer.stages.model.merge import served_merge_rows
 from mer.stages.model.metrics import (
     corpus_columns,
     hit_rate,
@@ -64,8 +64,8 @@ class ModelEval:
     metrics: list[tuple[str, str, float]] = field(default_factory=list)  # (metric, segment, value)
     # per eval record: each served embedding's candidate list and importance (what the merge takes), so the
     # dcm+cr union is one served merge over both models' embeddings, as the reader runs it
-    candidates: list[tuple[list[list[int]], list[float]]] | None = None
-    top: list[list[int]] | None = None  # per eval record: merged top diversity_k
+    candidates: Candidates | None = None
+    top: np.ndarray | None = None  # [eval records, diversity_k]: each record's merged top (-1 pads)
     records: np.ndarray | None = None  # indexes of the scored records (CR: those with a logged condition)
     ranks: np.ndarray | None = None  # rank of the positive for each of `records` (0 = best)
     filtered_ranks: np.ndarray | None = None  # explicit models: the same records, candidates with the condition
@@ -103,47 +103,53 @@ def corpus_topic_mask(catalog: Catalog, corpus: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(m)
 
 
+@dataclass
+class Candidates:
+    """Each record's candidates per served embedding, what the reader gets from the index (k = budget per embedding):
+    items [R, K, L] (catalog rows, best first; -1 where a list is shorter or the embedding is inactive), importance
+    [R, K] and active [R, K] (an inactive embedding is not served)."""
+    items: np.ndarray
+    importance: np.ndarray
+    active: np.ndarray
+
+
 @torch.no_grad()
 def embedding_lists(user: torch.Tensor, importance: torch.Tensor, active: torch.Tensor, corpus_emb: torch.Tensor,
                     corpus: np.ndarray, budget: int, allowed: torch.Tensor | None = None,
-                    chunk: int = 256) -> list[tuple[list[list[int]], list[float]]]:
-    """Per record: each active embedding's top-`budget` corpus rows (best first) and its importance: what the
-    reader gets from the index for each published embedding (k = budget per embedding).
+                    chunk: int = 256) -> Candidates:
+    """Each active embedding's top-`budget` corpus rows (best first) and its importance, per record.
 
     allowed [B, K, N] optionally restricts each embedding's candidates (CR relevance post-filter).
     """
-    out: list[tuple[list[list[int]], list[float]]] = []
     n = min(budget, corpus_emb.shape[0])
+    items = np.full((user.shape[0], user.shape[1], n), -1, dtype=np.int64)
+    corpus = np.asarray(corpus, dtype=np.int64)
     for s in range(0, user.shape[0], chunk):
         scores = torch.einsum("bkd,nd->bkn", user[s:s + chunk], corpus_emb)
         if allowed is not None:
             scores = scores.masked_fill(~allowed[s:s + chunk], float("-inf"))
         vals, idx = scores.topk(n, dim=-1)
-        idx, ok = idx.numpy(), torch.isfinite(vals).numpy()
-        for b in range(idx.shape[0]):
-            ks = np.flatnonzero(active[s + b].numpy())
-            imp = importance[s + b].numpy()
-            out.append(([corpus[idx[b, k][ok[b, k]]].tolist() for k in ks], [float(imp[k]) for k in ks]))
-    return out
+        ok = (torch.isfinite(vals) & active[s:s + chunk].unsqueeze(-1)).numpy()
+        items[s:s + chunk] = np.where(ok, corpus[idx.numpy()], -1)
+    return Candidates(items, importance.double().numpy(), active.numpy().astype(bool))
 
 
-def served(sources: list[tuple[str, bool, list[tuple[list[list[int]], list[float]]]]], budget: int) -> list[list[int]]:
-    """Per record: the served merge (mer.stages.model.merge.served_merge, the reader's) over the embeddings of
-    every source (model name, explicit?, embedding_lists of that model), `budget` items."""
-    out = []
-    for per_record in zip(*(c for _, _, c in sources)):
-        lists, models, imps, explicit = [], [], [], []
-        for (name, exp, _), (ls, imp) in zip(sources, per_record):
-            lists += ls
-            models += [name] * len(ls)
-            imps += imp
-            explicit += [exp] * len(ls)
-        out.append([item for item, _ in served_merge(lists, models, imps, explicit, budget)])
-    return out
+def served(sources: list[tuple[str, bool, Candidates]], budget: int) -> np.ndarray:
+    """[R, budget] catalog rows (-1 past a shorter list): per record, the served merge (mer.stages.model.merge, the
+    reader's) over the embeddings of every source (model name, explicit?, embedding_lists of that model)."""
+    width = max(c.items.shape[2] for _, _, c in sources)
+    items = [np.pad(c.items, ((0, 0), (0, 0), (0, width - c.items.shape[2])), constant_values=-1)
+             if c.items.shape[2] < width else c.items for _, _, c in sources]
+    items = items[0] if len(items) == 1 else np.concatenate(items, axis=1)
+    models = [name for name, _, c in sources for _ in range(c.items.shape[1])]
+    explicit = [exp for _, exp, c in sources for _ in range(c.items.shape[1])]
+    return served_merge_rows(items, models, np.concatenate([c.importance for _, _, c in sources], axis=1), explicit,
+                             np.concatenate([c.active for _, _, c in sources], axis=1), budget)[0]
 
 
-def served_hits(lists: list[list[int]], pos_rows: np.ndarray, k: int) -> np.ndarray:
-    return np.array([int(p) in set(lst[:k]) for lst, p in zip(lists, pos_rows)], dtype=bool)
+def served_hits(lists: np.ndarray, pos_rows: np.ndarray, k: int) -> np.ndarray:
+    """Per record: is its target among the first k of its served list ([R, >= k], -1 pads)?"""
+    return (np.asarray(lists)[:, :k] == np.asarray(pos_rows, dtype=np.int64)[:, None]).any(1)
 
 
 def _hr_metrics(ev: ModelEval, ranks: np.ndarray, segments: np.ndarray, ks: list[int], prefix: str = "hr",
@@ -169,11 +175,10 @@ def _served_metrics(ev: ModelEval, cfg: MerConfig, lists, batch: Batch, catalog:
     ev.add(f"hr_served@{cfg.eval.serve_budget}", hits, batch.segments,
            lambda w: float(np.mean(hits if w is None else hits[w])) if (w is None or w.any()) else float("nan"))
     dk = cfg.eval.diversity_k
-    ev.top = [lst[:dk] for lst in lists]
-    topic_of = {int(r): int(catalog.topic[r]) for r in np.unique(np.concatenate([np.asarray(x, dtype=np.int64) for x in ev.top] or [np.zeros(0, np.int64)]))}
+    ev.top = np.asarray(lists)[:, :dk]
+    topics = np.where(ev.top >= 0, catalog.topic[np.maximum(ev.top, 0)], 0)  # 0: no item, or an item without a topic
     for seg in SEGMENTS:
-        sel = [t for t, s in zip(ev.top, batch.segments) if seg == "all" or s == seg]
-        distinct, ent = topic_diversity(sel, topic_of)
+        distinct, ent = topic_diversity(topics if seg == "all" else topics[batch.segments == seg])
         ev.metrics.append((f"topic_distinct@{dk}", seg, distinct))
         ev.metrics.append((f"topic_entropy@{dk}", seg, ent))
 
@@ -350,10 +355,8 @@ def combined(dcm: ModelEval, cr: ModelEval, cfg: MerConfig, batch: Batch) -> Mod
     ev.add(f"hr_served@{budget}", hits, batch.segments,
            lambda w: float(np.mean(hits if w is None else hits[w])) if (w is None or w.any()) else float("nan"))
     for seg in SEGMENTS:
-        w = [seg == "all" or s == seg for s in batch.segments]
-        a = [x for x, keep in zip(dcm.top, w) if keep]
-        b = [x for x, keep in zip(cr.top, w) if keep]
-        ev.metrics.append((f"overlap@{cfg.eval.diversity_k}", seg, overlap(a, b)))
+        w = np.ones(len(batch), bool) if seg == "all" else batch.segments == seg
+        ev.metrics.append((f"overlap@{cfg.eval.diversity_k}", seg, overlap(dcm.top[w], cr.top[w])))
         gain = ev.value(f"hr_served@{budget}", seg) - dcm.value(f"hr_served@{budget}", seg)
         ev.metrics.append((f"gain_vs_dcm_served@{budget}", seg, gain))
     return ev

@@ -13,6 +13,7 @@ de-duplication leaves the total short, lists with candidates left fill the rest,
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -22,16 +23,19 @@ def split_budget(weights: Sequence[float], total: int) -> list[int]:
     """Integer budgets summing to ``total`` proportional to ``weights`` (largest remainder).
 
     Negative weights count as zero; all-zero weights split equally (no interest is preferred).
+    One row of `split_budget_rows`.
     """
+    return split_budget_rows(np.asarray(weights, dtype=np.float64).reshape(1, -1), total)[0].tolist()
+
+
+def split_budget_rows(weights: np.ndarray, total: int) -> np.ndarray:
+    """`split_budget` of every row of weights [R, K] -> int64 [R, K]; the ties of the remainders go to the first."""
     w = np.clip(np.asarray(weights, dtype=np.float64), 0, None)
-    if len(w) == 0:
-        return []
-    w = np.ones_like(w) if w.sum() <= 0 else w
-    exact = w / w.sum() * total
-    base = np.floor(exact).astype(int)
-    for i in np.argsort(-(exact - base), kind="stable")[: total - base.sum()]:
-        base[i] += 1
-    return base.tolist()
+    w = np.where(w.sum(1, keepdims=True) <= 0, 1.0, w)
+    exact = w / w.sum(1, keepdims=True) * total
+    base = np.floor(exact).astype(np.int64)
+    place = np.argsort(np.argsort(-(exact - base), axis=1, kind="stable"), axis=1, kind="stable")
+    return base + (place < total - base.sum(1, keepdims=True))
 
 
 def round_robin(lists: Sequence[Sequence[int]], budgets: Sequence[int], k: int) -> list[tuple[int, int]]:
@@ -39,48 +43,120 @@ def round_robin(lists: Sequence[Sequence[int]], budgets: Sequence[int], k: int) 
 
     When de-duplication leaves the total short of ``k``, lists with candidates left fill the
     rest, still round-robin, so the caller gets k items whenever k distinct ones exist.
-    Each list is read once by its own iterator, and a round visits only the lists that can still take: evaluation
-    merges every record of every model (60k merges of 7 x 1,000 candidates on MovieLens), and the index-based
-    loop it replaces spent 2x the time here (tests/test_merge.py checks both give the same answer).
+    One user's merge: `round_robin_rows` with one row.
     """
-    seen: set[int] = set()
-    out: list[tuple[int, int]] = []
-    cursors = [iter(items) for items in lists]
-    for respect_budget in (True, False):
-        quota = list(budgets)
-        turn = [i for i in range(len(lists)) if not respect_budget or quota[i] > 0]
-        while turn and len(out) < k:
-            still = []
-            for i in turn:
-                if len(out) >= k:
-                    break
-                for x in cursors[i]:  # the list's next item not taken yet; an exhausted list leaves the turn
-                    if x >= 0 and x not in seen:
-                        seen.add(int(x))
-                        out.append((int(x), i))
-                        quota[i] -= 1
-                        if quota[i] > 0 or not respect_budget:
-                            still.append(i)
+    items, src = round_robin_rows(_padded([lists]), np.asarray([list(budgets)], dtype=np.int64).reshape(1, len(lists)), k)
+    keep = items[0] >= 0
+    return list(zip(items[0][keep].tolist(), src[0][keep].tolist()))
+
+
+def round_robin_rows(lists: np.ndarray, budgets: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """`round_robin` for R users at once: lists [R, K, L] (pad a short list with -1: an id < 0 is an empty slot),
+    budgets [R, K] -> (items [R, k], source list [R, k]), both -1 past a user's last item.
+
+    Compiled (numba): evaluation merges every record of every model (5,000 merges of up to 7 x 1,000 candidates per
+    model on MovieLens), and the same loop in Python took ~9 s per model of the main process's CPU, which the
+    training workers need while `mer compare` runs (13x faster compiled, same answers: tests/test_merge.py).
+    """
+    lists = np.ascontiguousarray(lists, dtype=np.int64)
+    budgets = np.ascontiguousarray(budgets, dtype=np.int64)
+    if lists.ndim != 3 or budgets.shape != lists.shape[:2]:
+        raise ValueError(f"round_robin_rows: lists {lists.shape} must be [R, K, L] and budgets {budgets.shape} [R, K]")
+    return _compiled()(lists, budgets, int(k))
+
+
+def _round_robin_kernel(lists, budgets, k):  # numba-compiled by _compiled(); plain Python when NUMBA_DISABLE_JIT=1
+    n_rows, n_lists, length = lists.shape
+    items = np.full((n_rows, k), -1, np.int64)
+    src = np.full((n_rows, k), -1, np.int64)
+    quota = np.empty(n_lists, np.int64)
+    pos = np.empty(n_lists, np.int64)  # each list's cursor: read once, taken or skipped
+    turn = np.empty(n_lists, np.int64)  # the lists that take in this round, in order
+    for r in range(n_rows):
+        seen = set()
+        n = 0
+        pos[:] = 0
+        for fill in range(2):  # 0: each list up to its budget; 1: back-fill past the budgets when short of k
+            m = 0
+            for i in range(n_lists):
+                quota[i] = budgets[r, i]
+                if fill == 1 or quota[i] > 0:
+                    turn[m] = i
+                    m += 1
+            while m > 0 and n < k:
+                kept = 0
+                for j in range(m):
+                    if n >= k:
                         break
-            turn = still
+                    i = turn[j]
+                    took = False
+                    while pos[i] < length:  # the list's next item not taken yet; an exhausted list leaves the turn
+                        x = lists[r, i, pos[i]]
+                        pos[i] += 1
+                        if x >= 0 and x not in seen:
+                            seen.add(x)
+                            items[r, n] = x
+                            src[r, n] = i
+                            n += 1
+                            quota[i] -= 1
+                            took = True
+                            break
+                    if took and (fill == 1 or quota[i] > 0):
+                        turn[kept] = i
+                        kept += 1
+                m = kept
+    return items, src
+
+
+@functools.cache
+def _compiled():
+    # Compiled on first use, not at import: the DAG file and `mer` commands that never merge do not load numba.
+    # cache=True keeps the machine code beside this file, so later processes (compare's workers, Airflow tasks)
+    # load it instead of compiling again (~2 s).
+    import numba
+
+    return numba.njit(cache=True)(_round_robin_kernel)
+
+
+def _padded(lists: Sequence[Sequence[Sequence[int]]]) -> np.ndarray:
+    """[R, K, L] int64 of ragged lists of lists, -1 where a list is shorter."""
+    width = max((len(x) for row in lists for x in row), default=0)
+    out = np.full((len(lists), max((len(row) for row in lists), default=0), width), -1, dtype=np.int64)
+    for r, row in enumerate(lists):
+        for i, x in enumerate(row):
+            out[r, i, : len(x)] = x
     return out
 
 
 def embedding_weights(models: Sequence[str], importance: Sequence[float], explicit: Sequence[bool]) -> list[float]:
     """One weight per embedding: each model gets an equal share of the total; inside a model,
-    implicit embeddings split it by importance and explicit ones equally."""
-    models = list(models)
-    n_models = len(set(models))
-    weights = []
-    for m, imp, exp in zip(models, importance, explicit):
-        same = [j for j, mm in enumerate(models) if mm == m]
-        if exp:
-            within = 1.0 / len(same)
-        else:
-            tot = sum(max(float(importance[j]), 0.0) for j in same)
-            within = max(float(imp), 0.0) / tot if tot > 0 else 1.0 / len(same)
-        weights.append(within / n_models)
-    return weights
+    implicit embeddings split it by importance and explicit ones equally. One row of `embedding_weights_rows`."""
+    n = len(models)
+    return embedding_weights_rows(models, np.asarray(importance, dtype=np.float64).reshape(1, n), explicit,
+                                  np.ones((1, n), dtype=bool))[0].tolist()
+
+
+def embedding_weights_rows(models: Sequence[str], importance: np.ndarray, explicit: Sequence[bool],
+                           active: np.ndarray) -> np.ndarray:
+    """`embedding_weights` of R users whose embeddings share one layout (column j: model models[j], explicit[j]);
+    importance, active [R, E]. An inactive embedding weighs 0 and does not count: a model with none active takes
+    no share."""
+    importance = np.asarray(importance, dtype=np.float64)
+    active = np.asarray(active, dtype=bool)
+    models, explicit = np.asarray(models, dtype=object), np.asarray(explicit, dtype=bool)
+    weights = np.zeros(importance.shape)
+    n_models = np.zeros((len(importance), 1))
+    for m in dict.fromkeys(models.tolist()):
+        cols = np.flatnonzero(models == m)
+        on = active[:, cols]
+        n_on = on.sum(1, keepdims=True)
+        n_models += n_on > 0
+        equal = np.where(on, 1.0 / np.maximum(n_on, 1), 0.0)
+        imp = np.where(on, np.clip(importance[:, cols], 0, None), 0.0)
+        tot = imp.sum(1, keepdims=True)
+        by_importance = np.where(tot > 0, imp / np.where(tot > 0, tot, 1.0), equal)
+        weights[:, cols] = np.where(explicit[cols], equal, by_importance)
+    return weights / np.maximum(n_models, 1)
 
 
 def served_merge(lists: Sequence[Sequence[int]], models: Sequence[str], importance: Sequence[float],
@@ -88,11 +164,35 @@ def served_merge(lists: Sequence[Sequence[int]], models: Sequence[str], importan
     """The served merge of one user: (item, index of the embedding it came from) for up to ``k`` items.
 
     lists[j]: embedding j's candidates, best first; models[j], importance[j], explicit[j] describe it.
+    `served_merge_rows` with one row.
+    """
+    n = len(lists)
+    items, src = served_merge_rows(_padded([lists]), models, np.asarray(importance, dtype=np.float64).reshape(1, n),
+                                   explicit, np.ones((1, n), dtype=bool), k)
+    keep = items[0] >= 0
+    return list(zip(items[0][keep].tolist(), src[0][keep].tolist()))
+
+
+def served_merge_rows(lists: np.ndarray, models: Sequence[str], importance: np.ndarray, explicit: Sequence[bool],
+                      active: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The served merge of R users whose embeddings share one layout: column j of lists [R, E, L] (best first, -1
+    pads), importance [R, E] and active [R, E] is an embedding of model models[j] (explicit[j]). An inactive
+    embedding is not served (the user export has no row for it): it takes no share and no candidate.
+    -> (items [R, k], column of the embedding each came from [R, k]), -1 past a user's last item.
+
     Embeddings are visited grouped by model name (stable inside a model), so the answer does not depend
     on the order the caller found the models in (the reader: the manifest's; evaluation: dcm then cr).
     """
-    order = sorted(range(len(lists)), key=lambda j: models[j])
-    weights = embedding_weights([models[j] for j in order], [importance[j] for j in order],
-                                [explicit[j] for j in order])
-    picked = round_robin([lists[j] for j in order], split_budget(weights, k), k)
-    return [(item, order[src]) for item, src in picked]
+    lists = np.asarray(lists, dtype=np.int64)
+    active = np.asarray(active, dtype=bool)
+    importance = np.asarray(importance, dtype=np.float64)
+    order = np.array(sorted(range(len(models)), key=lambda j: models[j]), dtype=np.int64)
+    # (copies only when needed: evaluation's lists are ~5,000 x 7 x 1,000 and already -1 where inactive)
+    if (lists[~active] >= 0).any():
+        lists = np.where(active[:, :, None], lists, -1)
+    if (order != np.arange(len(order))).any():
+        lists = lists[:, order]
+    budgets = split_budget_rows(embedding_weights_rows([models[j] for j in order], importance[:, order],
+                                                       [explicit[j] for j in order], active[:, order]), k)
+    items, src = round_robin_rows(lists, budgets, k)
+    return items, np.append(order, -1)[src]  # src -1 (no item) stays -1

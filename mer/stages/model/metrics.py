@@ -75,24 +75,37 @@ def mean_pairwise_cosine(user: torch.Tensor, active: torch.Tensor) -> float:
     return float((sims * pair).sum() / n) if n > 0 else float("nan")
 
 
-def topic_diversity(retrieved: list[list[int]], topic_of: dict[int, int]) -> tuple[float, float]:
-    """Mean distinct primary topics and mean topic entropy (nats) of each retrieved set."""
-    distinct, entropy = [], []
-    for items in retrieved:
-        topics = [topic_of.get(i, 0) for i in items]
-        topics = [t for t in topics if t > 0]
-        if not topics:
-            continue
-        _, counts = np.unique(topics, return_counts=True)
-        p = counts / counts.sum()
-        distinct.append(len(counts))
-        entropy.append(float(-(p * np.log(p)).sum()))
-    return (float(np.mean(distinct)) if distinct else float("nan"),
-            float(np.mean(entropy)) if entropy else float("nan"))
+def topic_diversity(topics: np.ndarray) -> tuple[float, float]:
+    """Mean distinct primary topics and mean topic entropy (nats) of each retrieved set.
+
+    topics [R, k]: the primary topic of each retrieved item (0: none, or no item); a set without one is left out."""
+    topics = np.asarray(topics, dtype=np.int64).reshape(len(topics), -1)
+    n_t = int(topics.max(initial=0)) + 1
+    counts = np.zeros((len(topics), n_t), dtype=np.int64)  # [R, topics]: how many of the set's items have it
+    np.add.at(counts, (np.repeat(np.arange(len(topics)), topics.shape[1]), topics.ravel()), 1)
+    counts = counts[:, 1:]
+    total = counts.sum(1)
+    has = total > 0
+    if not has.any():
+        return float("nan"), float("nan")
+    p = counts[has] / total[has, None]
+    entropy = -(np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0)).sum(1)
+    return float((counts[has] > 0).sum(1).mean()), float(entropy.mean())
 
 
-def overlap(a: list[list[int]], b: list[list[int]]) -> float:
-    """Mean |A ∩ B| / min(|A|, |B|) over users: share of candidates two retrievers have in common."""
-    vals = [len(set(x) & set(y)) / max(min(len(x), len(y)), 1) for x, y in zip(a, b) if x and y]
-    return float(np.mean(vals)) if vals else float("nan")
+def overlap(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean |A ∩ B| / min(|A|, |B|) over users: share of candidates two retrievers have in common.
 
+    a, b [R, k]: each user's retrieved items (ids >= 0; -1 pads); a user with an empty set on either side is left out."""
+    a, b = np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)
+    if a.size == 0 or b.size == 0:
+        return float("nan")
+    # (user, item) keys: one set operation over every user at once
+    width = int(max(a.max(initial=0), b.max(initial=0))) + 1
+    key_a = np.unique((np.arange(len(a))[:, None] * width + a)[a >= 0])
+    key_b = np.unique((np.arange(len(b))[:, None] * width + b)[b >= 0])
+    common = np.bincount(np.intersect1d(key_a, key_b) // width, minlength=len(a))
+    size_a = np.bincount(key_a // width, minlength=len(a))
+    size_b = np.bincount(key_b // width, minlength=len(b))
+    both = (size_a > 0) & (size_b > 0)
+    return float(np.mean(common[both] / np.minimum(size_a, size_b)[both])) if both.any() else float("nan")
