@@ -45,7 +45,8 @@ def round_robin(lists: Sequence[Sequence[int]], budgets: Sequence[int], k: int) 
     rest, still round-robin, so the caller gets k items whenever k distinct ones exist.
     One user's merge: `round_robin_rows` with one row.
     """
-    items, src = round_robin_rows(_padded([lists]), np.asarray([list(budgets)], dtype=np.int64).reshape(1, len(lists)), k)
+    budget_row = np.asarray(list(budgets), dtype=np.int64).reshape(1, len(lists))
+    items, src = round_robin_rows(_padded([lists]), budget_row, k)
     keep = items[0] >= 0
     return list(zip(items[0][keep].tolist(), src[0][keep].tolist()))
 

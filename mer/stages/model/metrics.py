@@ -96,7 +96,8 @@ def topic_diversity(topics: np.ndarray) -> tuple[float, float]:
 def overlap(a: np.ndarray, b: np.ndarray) -> float:
     """Mean |A ∩ B| / min(|A|, |B|) over users: share of candidates two retrievers have in common.
 
-    a, b [R, k]: each user's retrieved items (ids >= 0; -1 pads); a user with an empty set on either side is left out."""
+    a, b [R, k]: each user's retrieved items (ids >= 0; -1 pads); a user with an empty set on either side is left
+    out."""
     a, b = np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)
     if a.size == 0 or b.size == 0:
         return float("nan")
