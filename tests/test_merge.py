@@ -1,6 +1,10 @@
 """The one served merge (mer.stages.model.merge): known answers, and evaluation and the reader agreeing on it."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import faiss
 import numpy as np
 import pytest
@@ -121,6 +125,19 @@ def test_served_merge_rows_leave_inactive_embeddings_out_as_the_reader_does():
                                 [explicit[j] for j in on], k)
             got = [(int(i), int(s)) for i, s in zip(items[u], src[u]) if i >= 0]
             assert got == [(i, int(on[s])) for i, s in want]
+
+
+def test_merge_runs_where_numba_has_nowhere_to_cache_its_code():
+    # A read-only install with no writable home (an Airflow worker under an arbitrary uid): numba finds no cache
+    # locator and refuses cache=True; the merge must still serve, compiled for the process alone. The locator list
+    # is narrowed to one that never applies to a plain file, which is what numba meets there. A fresh interpreter:
+    # the compiled kernel is kept per process.
+    env = {**os.environ, "NUMBA_CACHE_LOCATOR_CLASSES": "numba.core.caching.ZipCacheLocator"}
+    code = "from mer.stages.model.merge import round_robin; print(round_robin([[1, 2], [2, 3]], [1, 1], 3))"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[(1, 0), (2, 1), (3, 1)]"
+    assert "numba cannot cache" in out.stderr
 
 
 # ---------------------------------------------------------------- the served merge of one user

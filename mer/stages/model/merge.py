@@ -14,9 +14,12 @@ de-duplication leaves the total short, lists with candidates left fill the rest,
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Sequence
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 
 def split_budget(weights: Sequence[float], total: int) -> list[int]:
@@ -112,11 +115,15 @@ def _round_robin_kernel(lists, budgets, k):  # numba-compiled by _compiled(); pl
 @functools.cache
 def _compiled():
     # Compiled on first use, not at import: the DAG file and `mer` commands that never merge do not load numba.
-    # cache=True keeps the machine code beside this file, so later processes (compare's workers, Airflow tasks)
-    # load it instead of compiling again (~2 s).
+    # cache=True keeps the machine code beside this file (or in the user's cache), so later processes (compare's
+    # workers, Airflow tasks) load it instead of compiling again (~2 s).
     import numba
 
-    return numba.njit(cache=True)(_round_robin_kernel)
+    try:
+        return numba.njit(cache=True)(_round_robin_kernel)
+    except RuntimeError as err:  # no writable place for the cache (read-only install, no home): compile per process
+        log.warning("served merge: numba cannot cache its compiled code (%s); compiling it in this process", err)
+        return numba.njit(cache=False)(_round_robin_kernel)
 
 
 def _padded(lists: Sequence[Sequence[Sequence[int]]]) -> np.ndarray:
