@@ -93,11 +93,11 @@ def test_round_robin_agrees_with_the_rule_slot_by_slot_on_random_lists():
 
 
 def test_round_robin_rows_merge_every_user_as_one_user_alone():
-    # The compiled batch evaluation runs: users of one call do not see each other's items (de-duplication is per
-    # user), and -1 pads (shorter lists) change nothing.
+    # The compiled batch evaluation runs (one user alone runs uncompiled: the tests above): users of one call do
+    # not see each other's items (de-duplication is per user), and -1 pads (shorter lists) change nothing.
     rng = np.random.default_rng(11)
     for _ in range(300):
-        n_users, n_lists, width = int(rng.integers(1, 6)), int(rng.integers(1, 6)), int(rng.integers(0, 30))
+        n_users, n_lists, width = int(rng.integers(2, 7)), int(rng.integers(1, 6)), int(rng.integers(0, 30))
         lists = rng.integers(-2, 25, (n_users, n_lists, width))
         budgets = rng.integers(0, 12, (n_users, n_lists))
         k = int(rng.integers(0, 40))
@@ -133,10 +133,11 @@ def test_merge_runs_where_numba_has_nowhere_to_cache_its_code():
     # is narrowed to one that never applies to a plain file, which is what numba meets there. A fresh interpreter:
     # the compiled kernel is kept per process.
     env = {**os.environ, "NUMBA_CACHE_LOCATOR_CLASSES": "numba.core.caching.ZipCacheLocator"}
-    code = "from mer.stages.model.merge import round_robin; print(round_robin([[1, 2], [2, 3]], [1, 1], 3))"
+    code = ("from mer.stages.model.merge import round_robin_rows; "
+            "print(round_robin_rows([[[1, 2], [2, 3]], [[4, 5], [5, 6]]], [[1, 1], [1, 1]], 3)[0].tolist())")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip() == "[(1, 0), (2, 1), (3, 1)]"
+    assert out.stdout.strip() == "[[1, 2, 3], [4, 5, 6]]"
     assert "numba cannot cache" in out.stderr
 
 
