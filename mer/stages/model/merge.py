@@ -49,9 +49,7 @@ def round_robin(lists: Sequence[Sequence[int]], budgets: Sequence[int], k: int) 
     One user's merge: `round_robin_rows` with one row.
     """
     budget_row = np.asarray(list(budgets), dtype=np.int64).reshape(1, len(lists))
-    items, src = round_robin_rows(_padded([lists]), budget_row, k)
-    keep = items[0] >= 0
-    return list(zip(items[0][keep].tolist(), src[0][keep].tolist()))
+    return _pairs(*round_robin_rows(_one_row(lists), budget_row, k))
 
 
 def round_robin_rows(lists: np.ndarray, budgets: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -129,14 +127,18 @@ def _compiled():
         return numba.njit(cache=False)(_round_robin_kernel)
 
 
-def _padded(lists: Sequence[Sequence[Sequence[int]]]) -> np.ndarray:
-    """[R, K, L] int64 of ragged lists of lists, -1 where a list is shorter."""
-    width = max((len(x) for row in lists for x in row), default=0)
-    out = np.full((len(lists), max((len(row) for row in lists), default=0), width), -1, dtype=np.int64)
-    for r, row in enumerate(lists):
-        for i, x in enumerate(row):
-            out[r, i, : len(x)] = x
+def _one_row(lists: Sequence[Sequence[int]]) -> np.ndarray:
+    """One user's lists as the [1, K, L] int64 rows the batch functions take, -1 where a list is shorter."""
+    out = np.full((1, len(lists), max((len(x) for x in lists), default=0)), -1, dtype=np.int64)
+    for i, x in enumerate(lists):
+        out[0, i, : len(x)] = x
     return out
+
+
+def _pairs(items: np.ndarray, src: np.ndarray) -> list[tuple[int, int]]:
+    """The one row of a batch function's (items, source) as (item, source) pairs, the -1 padding dropped."""
+    keep = items[0] >= 0
+    return list(zip(items[0][keep].tolist(), src[0][keep].tolist()))
 
 
 def embedding_weights(models: Sequence[str], importance: Sequence[float], explicit: Sequence[bool]) -> list[float]:
@@ -178,10 +180,8 @@ def served_merge(lists: Sequence[Sequence[int]], models: Sequence[str], importan
     `served_merge_rows` with one row.
     """
     n = len(lists)
-    items, src = served_merge_rows(_padded([lists]), models, np.asarray(importance, dtype=np.float64).reshape(1, n),
-                                   explicit, np.ones((1, n), dtype=bool), k)
-    keep = items[0] >= 0
-    return list(zip(items[0][keep].tolist(), src[0][keep].tolist()))
+    return _pairs(*served_merge_rows(_one_row(lists), models, np.asarray(importance, dtype=np.float64).reshape(1, n),
+                                     explicit, np.ones((1, n), dtype=bool), k))
 
 
 def served_merge_rows(lists: np.ndarray, models: Sequence[str], importance: np.ndarray, explicit: Sequence[bool],

@@ -81,9 +81,9 @@ def topic_diversity(topics: np.ndarray) -> tuple[float, float]:
     topics [R, k]: the primary topic of each retrieved item (0: none, or no item); a set without one is left out."""
     topics = np.asarray(topics, dtype=np.int64).reshape(len(topics), -1)
     n_t = int(topics.max(initial=0)) + 1
-    counts = np.zeros((len(topics), n_t), dtype=np.int64)  # [R, topics]: how many of the set's items have it
-    np.add.at(counts, (np.repeat(np.arange(len(topics)), topics.shape[1]), topics.ravel()), 1)
-    counts = counts[:, 1:]
+    # [R, topics]: how many of the set's items have it (one count over (row, topic) keys)
+    keys = (np.arange(len(topics))[:, None] * n_t + topics).ravel()
+    counts = np.bincount(keys, minlength=len(topics) * n_t).reshape(len(topics), n_t)[:, 1:]
     total = counts.sum(1)
     has = total > 0
     if not has.any():
