@@ -30,6 +30,7 @@ Model = _choices("Model", ALL_MODELS)
 Tower = _choices("Tower", TRAINED)
 Variant = _choices("Variant", sorted({v for vs in VARIANTS.values() for v in vs}))
 GateStage = _choices("GateStage", GATE_STAGES)
+ImplicitAction = _choices("ImplicitAction", ("click", "save"))
 
 
 def _value(choice: enum.Enum | None) -> str | None:
@@ -83,6 +84,37 @@ def ingest_movielens(
     from mer.stages.datagen.movielens import ingest
 
     _emit(ingest(_cfg(root), path))
+
+
+@ingest_app.command("interactions")
+def ingest_interactions(
+    path: Annotated[Path, typer.Argument(help="interactions: .csv, .tsv, .parquet or a folder of Parquet files")],
+    items: Annotated[Optional[Path], typer.Option(help="item table (same formats): topics, category, creator, "
+                                                       "content embedding")] = None,
+    user_col: Annotated[str, typer.Option(help="user id column")] = "user_id",
+    item_col: Annotated[str, typer.Option(help="item id column (both tables)")] = "item_id",
+    time_col: Annotated[str, typer.Option(help="time column: epoch s/ms/us/ns or date-time strings")] = "timestamp",
+    rating_col: Annotated[Optional[str], typer.Option(help="explicit rating column (none: implicit feedback)")] = None,
+    save_at: Annotated[float, typer.Option(help="rating >= this is a save")] = 4.0,
+    click_at: Annotated[float, typer.Option(help="rating >= this is a click; lower is a hide")] = 3.0,
+    implicit_action: Annotated[ImplicitAction, typer.Option(help="action of every row without a rating column")] = (
+        ImplicitAction.click),
+    topics_col: Annotated[Optional[str], typer.Option(help="item topics: a list column or a separated string")] = None,
+    topic_sep: Annotated[str, typer.Option(help="separator of a string topics column")] = "|",
+    category_col: Annotated[Optional[str], typer.Option(help="item category column")] = None,
+    creator_col: Annotated[Optional[str], typer.Option(help="item creator / brand / author column")] = None,
+    embedding_col: Annotated[Optional[str], typer.Option(help="item content embedding: a list column or numbers "
+                                                               "in a string")] = None,
+    root: RootOpt = None,
+) -> None:
+    """Any (user, item, time[, rating]) log -> raw contract; follows and source interests simulated from topics."""
+    from mer.stages.datagen.interactions import InteractionsSource, ingest
+
+    src = InteractionsSource(path=path, items=items, user_col=user_col, item_col=item_col, time_col=time_col,
+                             rating_col=rating_col, save_at=save_at, click_at=click_at,
+                             implicit_action=implicit_action.value, topics_col=topics_col, topic_sep=topic_sep,
+                             category_col=category_col, creator_col=creator_col, embedding_col=embedding_col)
+    _emit(ingest(_cfg(root), src))
 
 
 @app.command()

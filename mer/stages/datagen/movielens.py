@@ -2,7 +2,9 @@
 
 The dataset is read in place (GroupLens licence: research use only, no redistribution: nothing of
 it is copied into the repository). Every choice below is deterministic, so a re-ingest writes the
-same rows.
+same rows. The timeline, requests, follows and source interests follow the rules every ingest shares
+(``mer.stages.datagen.interactions``, the generic ``mer ingest interactions``); what is MovieLens's own is
+reading its files, the rating -> action thresholds and the item features.
 
 Mapping
 - **Engagements.** Each rating becomes an ``impression`` at its (remapped) time, then one action one
@@ -32,7 +34,6 @@ from __future__ import annotations
 
 import re
 import zlib
-from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -40,15 +41,11 @@ import pandas as pd
 import pyarrow as pa
 
 from mer.base.config import MerConfig
-from mer.base.contract import ITEM_FEATURES, RAW_TABLES, TOPICS, USER_FOLLOWS
+from mer.base.contract import ITEM_FEATURES
 from mer.base.errors import ContractError
-from mer.base.io import write_partition
+from mer.stages.datagen.interactions import claim_root, place_events, write_raw
 
-DAY_S = 86_400
-SESSION_GAP_S = 30 * 60
 TAG_BUCKETS = 16
-MAX_FOLLOWS = 3
-EARLY_FRACTION = 0.2
 NO_GENRE = "(no genres listed)"
 _YEAR = re.compile(r"\((\d{4})\)\s*$")
 
@@ -142,142 +139,16 @@ def item_features(movies: pd.DataFrame, tags: pd.DataFrame, vocab: list[str], di
     )
 
 
-# ------------------------------------------------------------------------------------------ events
-def assign_days(ratings: pd.DataFrame, start_us: int, n_days: int) -> pd.DataFrame:
-    """Equal-count days by global time order; inside a day the original times map linearly (order, ties kept)."""
-    r = ratings.sort_values(["timestamp", "userId", "movieId"], kind="stable").reset_index(drop=True)
-    r["order"] = np.arange(len(r))
-    r["day"] = np.repeat(np.arange(n_days), [len(c) for c in np.array_split(np.arange(len(r)), n_days)])
-    lo = r.groupby("day").timestamp.transform("min").to_numpy()
-    hi = r.groupby("day").timestamp.transform("max").to_numpy()
-    frac = np.where(hi > lo, (r.timestamp.to_numpy() - lo) / np.maximum(hi - lo, 1), 0.5)
-    # [00:00:01, 23:59:57]: the action one second after the impression stays in the day
-    offset_us = (1_000_000 + frac * (DAY_S - 4) * 1_000_000).astype(np.int64)
-    r["ts_us"] = start_us + r.day.to_numpy() * DAY_S * 1_000_000 + offset_us
-    return r
-
-
-def sessions(r: pd.DataFrame) -> np.ndarray:
-    """request_id per (user, session): a 30-minute gap in original time or a new day starts one."""
-    by_user = r.sort_values(["userId", "order"], kind="stable")
-    new = (
-        (by_user.userId.diff() != 0)
-        | (by_user.timestamp.diff() > SESSION_GAP_S)
-        | (by_user.day.diff() != 0)
-    ).to_numpy()
-    n = np.cumsum(new) - 1
-    rid = pd.Series([f"ml-{u}-{s}" for u, s in zip(by_user.userId.to_numpy(), n)], index=by_user.index)
-    return rid.sort_index().to_numpy()
-
-
-def follows(r: pd.DataFrame, item_topics: dict[int, list[int]]) -> pd.DataFrame:
-    """Up to MAX_FOLLOWS genres from each user's earliest 20 % of ratings; followed_ts = the last of those."""
-    by_user = r.sort_values(["userId", "order"], kind="stable")
-    rank = by_user.groupby("userId").cumcount()
-    size = by_user.groupby("userId").userId.transform("size")
-    early = by_user[rank < np.maximum(1, np.floor(EARLY_FRACTION * size))]
-    liked = early[early.rating >= 3.0]
-    early = pd.concat([liked, early[~early.userId.isin(liked.userId)]])  # users with no liked early rating
-    followed_ts = early.groupby("userId").ts_us.max()
-    pairs = early[["userId", "movieId"]].assign(topic_id=early.movieId.map(item_topics)).explode("topic_id").dropna()
-    pairs["topic_id"] = pairs.topic_id.astype("int64")
-    counts = pairs.groupby(["userId", "topic_id"]).size().rename("n").reset_index()
-    counts = counts.sort_values(["userId", "n", "topic_id"], ascending=[True, False, True], kind="stable")
-    counts["follow_rank"] = counts.groupby("userId").cumcount()
-    top = counts[counts.follow_rank < MAX_FOLLOWS].copy()
-    top["followed_ts"] = top.userId.map(followed_ts).astype("int64")
-    return top[["userId", "topic_id", "follow_rank", "followed_ts"]].reset_index(drop=True)
-
-
-def source_interest(r: pd.DataFrame, fol: pd.DataFrame, item_topics: dict[int, list[int]]) -> pd.DataFrame:
-    """The simulated followed-topic retriever: the user's best-ranked followed genre the movie has, if followed by then."""
-    cand = r[["order", "userId", "movieId", "ts_us"]].assign(topic_id=r.movieId.map(item_topics)).explode("topic_id").dropna()
-    cand["topic_id"] = cand.topic_id.astype("int64")
-    m = cand.merge(fol, on=["userId", "topic_id"])
-    m = m[m.followed_ts <= m.ts_us].sort_values(["order", "follow_rank"], kind="stable").drop_duplicates("order")
-    src = pd.Series(pd.NA, index=r.order, dtype="Int64")
-    src[m.order.to_numpy()] = m.topic_id.to_numpy()
-    return src.to_numpy(dtype=object)
-
-
 # ------------------------------------------------------------------------------------------ entry point
 def ingest(cfg: MerConfig, path: Path) -> dict:
     g = cfg.generate
     ratings, movies, tags = load(path)
     if len(ratings) < g.days:
         raise ContractError(f"movielens: ratings.csv has {len(ratings)} rows, fewer than {g.days} days")
-    start = g.start_ds()
-    start_us = int(pd.Timestamp(start).value // 1000)
     vocab = genre_vocab(movies)
     items = item_features(movies, tags, vocab, g.pretrained_dim, g.seed)
-    item_topics = dict(zip(items.column("item_id").to_pylist(), items.column("topic_ids").to_pylist()))
-    topics = pa.table({"topic_id": pa.array(np.arange(1, len(vocab) + 1), pa.int64()), "name": vocab}, schema=TOPICS)
-
-    r = assign_days(ratings, start_us, g.days)
-    r["request_id"] = sessions(r)
-    fol = follows(r, item_topics)
-    src = source_interest(r, fol, item_topics)
+    r = ratings.rename(columns={"userId": "user_id", "movieId": "item_id"})
     r["action"] = rating_action(r.rating.to_numpy())
-
-    rows = {name: 0 for name in RAW_TABLES}
-    days = [start + timedelta(days=i) for i in range(g.days)]
-    for i, d in enumerate(days):
-        ds = d.isoformat()
-        day = r[r.day == i]
-        n = len(day)
-        ts = np.concatenate([day.ts_us.to_numpy(), day.ts_us.to_numpy() + 1_000_000])
-        order = np.concatenate([day.order.to_numpy(), day.order.to_numpy()])
-        kind = np.repeat(["i", "a"], n)
-        eng = pa.table(
-            {
-                "event_id": [f"ml-{o}-{k}" for o, k in zip(order, kind)],
-                "event_ts": pa.array(ts, pa.timestamp("us")),
-                "user_id": pa.array(np.tile(day.userId.to_numpy(), 2), pa.int64()),
-                "item_id": pa.array(np.tile(day.movieId.to_numpy(), 2), pa.int64()),
-                "action": np.concatenate([np.full(n, "impression"), day.action.to_numpy()]).tolist(),
-                "request_id": np.tile(day.request_id.to_numpy(), 2).tolist(),
-                "surface": ["home_feed"] * (2 * n),
-            },
-            schema=RAW_TABLES["engagement_log"],
-        )
-        eng = eng.take(np.lexsort((kind == "a", ts)))  # time order; an impression before its action
-        s = src[day.order.to_numpy()]
-        followed = np.array([v is not pd.NA for v in s], dtype=bool)
-        src_t = pa.table(
-            {
-                "request_id": day.request_id.tolist(),
-                "item_id": pa.array(day.movieId.to_numpy(), pa.int64()),
-                "retriever": np.where(followed, "followed_topic", "collaborative").tolist(),
-                "source_interest_id": pa.array([int(v) if ok else None for v, ok in zip(s, followed)], pa.int64()),
-            },
-            schema=RAW_TABLES["source_interest_log"],
-        )
-        day_end_us = start_us + (i + 1) * DAY_S * 1_000_000
-        f = fol[fol.followed_ts < day_end_us]
-        follows_t = pa.table(
-            {
-                "user_id": pa.array(f.userId.to_numpy(), pa.int64()),
-                "topic_id": pa.array(f.topic_id.to_numpy(), pa.int64()),
-                "followed_ts": pa.array(f.followed_ts.to_numpy(), pa.timestamp("us")),
-            },
-            schema=USER_FOLLOWS,
-        )
-        for name, table in (("engagement_log", eng), ("source_interest_log", src_t), ("user_follows", follows_t),
-                            ("item_features", items), ("topics", topics)):
-            write_partition(cfg.raw_table(name), ds, table)
-            rows[name] += table.num_rows
-    actions = r.action.value_counts().to_dict()
-    n_followed = int(sum(v is not pd.NA for v in src))
-    return {
-        "source": str(path),
-        "root": str(cfg.root),
-        "days": [days[0].isoformat(), days[-1].isoformat()],
-        "users": int(ratings.userId.nunique()),
-        "items": len(movies),
-        "topics": len(vocab),
-        "invalid_items": int(items.column("pretrained_embedding").null_count),
-        "rows": rows,
-        "actions": {"impression": len(r), **{k: int(v) for k, v in actions.items()}},
-        "followed_topic_share": round(n_followed / len(r), 4),
-        "follows": len(fol),
-    }
+    claim_root(cfg, {"source": str(Path(path).resolve()), "kind": "movielens"})
+    r = place_events(cfg, r, "ml")
+    return {"source": str(path), **write_raw(cfg, r, items, vocab, "ml")}
