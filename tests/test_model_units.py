@@ -503,6 +503,9 @@ def test_topic_diversity_known_answer():
     assert distinct == pytest.approx(1.5)
     assert entropy == pytest.approx(-(2 / 3 * np.log(2 / 3) + 1 / 3 * np.log(1 / 3)) / 2)
     assert all(np.isnan(topic_diversity(np.zeros((2, 3), dtype=np.int64))))
+    # A segment with no record (no core user in a log without saves) has no diversity either, not an error.
+    assert all(np.isnan(topic_diversity(np.zeros((0, 3), dtype=np.int64))))
+    assert np.isnan(overlap(a=np.zeros((0, 3), dtype=np.int64), b=np.zeros((0, 3), dtype=np.int64)))
 
 
 def test_overlap_known_answer():

@@ -79,7 +79,10 @@ def topic_diversity(topics: np.ndarray) -> tuple[float, float]:
     """Mean distinct primary topics and mean topic entropy (nats) of each retrieved set.
 
     topics [R, k]: the primary topic of each retrieved item (0: none, or no item); a set without one is left out."""
-    topics = np.asarray(topics, dtype=np.int64).reshape(len(topics), -1)
+    topics = np.asarray(topics, dtype=np.int64)
+    if len(topics) == 0:  # a segment without records (no core user in a log without saves)
+        return float("nan"), float("nan")
+    topics = topics.reshape(len(topics), -1)
     n_t = int(topics.max(initial=0)) + 1
     # [R, topics]: how many of the set's items have it (one count over (row, topic) keys)
     keys = (np.arange(len(topics))[:, None] * n_t + topics).ravel()
