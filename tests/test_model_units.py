@@ -273,6 +273,26 @@ def test_history_use_falls_back_to_featureless_engaged_items():
     assert torch.allclose(o_old[0], o_old[1])  # without the fallback both users read nothing: the same vector
 
 
+def test_dcm_seeds_several_interests_from_a_featureless_history():
+    """Defect: VA-FPI seeded centroids from valid items only, so a user none of whose items has a pretrained
+    embedding (every user of an interactions-only log) got one active interest: DCM was a one-embedding tower."""
+    from mer.stages.model.item_tower import TowerConfig
+    from mer.stages.model.zoo import TwoTower
+
+    net = TwoTower(TowerConfig(model="dcm", k=3, history_len=4, pre_dim=4, dim=4, history_encoder="item_tower",
+                               pre_skip=True, anchor=True, id_vocab_size=4, featureless_fallback=True))
+    net.eval()
+    with torch.no_grad():
+        net.item.summarize.fields.id_vocab.copy_(torch.tensor([1, 2, 3, 4]))
+    z = torch.zeros(1, 4, dtype=torch.long)
+    engaged = torch.tensor([[True, True, False, True]])  # the hidden item seeds nothing
+    args = (torch.zeros(1, 4, 4), torch.ones(1, 4), z, z, z, torch.tensor([[1, 2, 3, 4]]),
+            torch.ones(1, 4, dtype=torch.bool), engaged, torch.zeros(1, dtype=torch.long))
+    with torch.no_grad():
+        _, importance = net.user(*args)
+    assert int((importance > 0).sum()) == 3  # three engaged distinct items: three interests
+
+
 def test_anchored_dcm_interests_start_from_the_attended_history():
     # With its MLP's output layer at zero, flat attention and the centroid weight at zero, every DCM interest is
     # the normalised mean of the user's valid history (as single's known answer); with the centroid weight back

@@ -127,7 +127,10 @@ class DCMTower(nn.Module):
         e, logit = (self.summarize(pre, missing, cat, creator, topic, ids, per_item=attention_logit(self.anchor_attn))
                     if self.c.anchor else (self.summarize(pre, missing, cat, creator, topic, ids), None))
         valid = mask & engaged & (missing == 0)  # I_valid: engaged (no negative action) and with features
-        eligible = valid if self.c.va_fpi else mask  # Eq 6 vs Eq 5
+        # Eq 6 vs Eq 5. A user none of whose items has features (an interactions-only log) seeds its centroids
+        # from its engaged items, as it routes them (history_use): with no eligible item at all, FPI would give
+        # one active centroid and DCM would be a single-embedding tower on such data.
+        eligible = history_use(self.c, mask, engaged, missing) if self.c.va_fpi else mask
         idx, active = farthest_point_init(e.detach(), eligible, mask, self.c.k)
         c0 = e.gather(1, idx.unsqueeze(-1).expand(-1, -1, e.shape[-1]))
         # Which history items the clusters are made of: with route_valid, only engaged items with valid features
