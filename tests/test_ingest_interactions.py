@@ -59,6 +59,7 @@ def test_string_ids_iso_times_and_ratings_become_known_rows(tmp_path):
     assert [(r["item_id"], r["pretrained_embedding"], r["topic_ids"]) for r in feats] == [(1, None, []), (2, None, [])]
     assert out["follows"] == 0 and {r["retriever"] for r in rows(cfg, "source_interest_log", "2026-01-15")} == {
         "collaborative"}
+    assert "MER_BUILD__JOIN_RATE_MIN=0" in out["next"]  # what the DAG's join-rate gate then needs
 
 
 def test_implicit_parquet_with_an_item_table_of_topics_brands_and_embeddings(tmp_path):
@@ -92,7 +93,7 @@ def test_implicit_parquet_with_an_item_table_of_topics_brands_and_embeddings(tmp
         2, 1, 1, 0)  # acme 1, zeta 2, missing 0
     # simulated explicit interests: a followed_topic row names a topic of its item the user follows by then
     follows = {(r["user_id"], r["topic_id"]): r["followed_ts"] for r in rows(cfg, "user_follows", "2026-01-15")}
-    assert out["follows"] == len(follows) > 0
+    assert out["follows"] == len(follows) > 0 and "next" not in out
     eng = [r for d in list_partitions(cfg.raw_table("engagement_log")) for r in rows(cfg, "engagement_log", d)]
     by_request_item = {(r["request_id"], r["item_id"]): r for r in eng if r["action"] == "impression"}
     logged = [r for d in list_partitions(cfg.raw_table("source_interest_log"))
