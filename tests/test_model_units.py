@@ -240,6 +240,19 @@ def test_single_tower_is_a_residual_on_the_attended_history():
     assert imp.tolist() == [[1.0]]
 
 
+def _featureless_net(**tower):
+    """A tiny tower (eval mode) whose items 1-4 have id embeddings and, in the tests below, no pretrained one."""
+    from mer.stages.model.item_tower import TowerConfig
+    from mer.stages.model.zoo import TwoTower
+
+    net = TwoTower(TowerConfig(pre_dim=4, dim=4, history_encoder="item_tower", pre_skip=True, id_vocab_size=4,
+                               featureless_fallback=True, **tower))
+    net.eval()
+    with torch.no_grad():
+        net.item.summarize.fields.id_vocab.copy_(torch.tensor([1, 2, 3, 4]))
+    return net
+
+
 def test_history_use_falls_back_to_featureless_engaged_items():
     """Defect: single and CR pooled only items with a pretrained embedding, so a user none of whose items has one
     (every user, on a data set without pretrained embeddings) had no history: single scored at popularity's level."""
@@ -254,13 +267,7 @@ def test_history_use_falls_back_to_featureless_engaged_items():
     # user 0 has a valid item: unchanged; user 1 reads its engaged items (not the hidden one)
     assert new.tolist() == [[False, False, False, True], [True, False, True, True]]
 
-    from mer.stages.model.zoo import TwoTower
-
-    net = TwoTower(TowerConfig(model="single", k=1, history_len=3, pre_dim=4, dim=4, history_encoder="item_tower",
-                               pre_skip=True, residual=True, id_vocab_size=4, featureless_fallback=True))
-    net.eval()
-    with torch.no_grad():
-        net.item.summarize.fields.id_vocab.copy_(torch.tensor([1, 2, 3, 4]))
+    net = _featureless_net(model="single", k=1, history_len=3, residual=True)
     z = torch.zeros(2, 3, dtype=torch.long)
     ids = torch.tensor([[1, 2, 3], [4, 4, 4]])
     m, e = torch.ones(2, 3, dtype=torch.bool), torch.ones(2, 3, dtype=torch.bool)
@@ -276,14 +283,7 @@ def test_history_use_falls_back_to_featureless_engaged_items():
 def test_dcm_seeds_several_interests_from_a_featureless_history():
     """Defect: VA-FPI seeded centroids from valid items only, so a user none of whose items has a pretrained
     embedding (every user of an interactions-only log) got one active interest: DCM was a one-embedding tower."""
-    from mer.stages.model.item_tower import TowerConfig
-    from mer.stages.model.zoo import TwoTower
-
-    net = TwoTower(TowerConfig(model="dcm", k=3, history_len=4, pre_dim=4, dim=4, history_encoder="item_tower",
-                               pre_skip=True, anchor=True, id_vocab_size=4, featureless_fallback=True))
-    net.eval()
-    with torch.no_grad():
-        net.item.summarize.fields.id_vocab.copy_(torch.tensor([1, 2, 3, 4]))
+    net = _featureless_net(model="dcm", k=3, history_len=4, anchor=True)
     z = torch.zeros(1, 4, dtype=torch.long)
     engaged = torch.tensor([[True, True, False, True]])  # the hidden item seeds nothing
     args = (torch.zeros(1, 4, 4), torch.ones(1, 4), z, z, z, torch.tensor([[1, 2, 3, 4]]),

@@ -51,7 +51,6 @@ DAY_S = 86_400
 SESSION_GAP_S = 30 * 60
 MAX_FOLLOWS = 3
 EARLY_FRACTION = 0.2
-ACTIONS = ("save", "click")
 
 
 class InteractionsSource(BaseModel):
@@ -230,7 +229,7 @@ def write_raw(cfg: MerConfig, r: pd.DataFrame, items: pa.Table, topic_names: lis
     Follows and source interests are simulated from the items' topics (module docstring). Returns row counts."""
     g = cfg.generate
     start = g.start_ds()
-    start_us = int(pd.Timestamp(start).value // 1000)
+    start_us = _start_us(cfg)
     item_topics = dict(zip(items.column("item_id").to_pylist(), items.column("topic_ids").to_pylist()))
     topics = pa.table({"topic_id": pa.array(np.arange(1, len(topic_names) + 1), pa.int64()), "name": topic_names},
                       schema=TOPICS)
@@ -301,14 +300,18 @@ def write_raw(cfg: MerConfig, r: pd.DataFrame, items: pa.Table, topic_names: lis
     }
 
 
+def _start_us(cfg: MerConfig) -> int:
+    """The window's first midnight (UTC), in microseconds: where day 0 of the events begins."""
+    return int(pd.Timestamp(cfg.generate.start_ds()).value // 1000)
+
+
 def place_events(cfg: MerConfig, r: pd.DataFrame, prefix: str) -> pd.DataFrame:
     """Days, times and requests of events with user_id, item_id, timestamp (s) and action."""
     g = cfg.generate
     if len(r) < g.days:
         raise ContractError(f"ingest: {len(r)} usable interactions, fewer than the {g.days} days to spread them over "
                             "(generate.days)")
-    start_us = int(pd.Timestamp(g.start_ds()).value // 1000)
-    r = assign_days(r, start_us, g.days)
+    r = assign_days(r, _start_us(cfg), g.days)
     r["request_id"] = sessions(r, prefix)
     return r
 
@@ -341,11 +344,10 @@ def parse_embeddings(values: pd.Series, item_ids: np.ndarray, path: Path, column
 def item_table(src: InteractionsSource, item_ids: np.ndarray, items: pd.DataFrame | None,
                items_item_ids: np.ndarray | None) -> tuple[pa.Table, list[str]]:
     """item_features rows for every engaged or listed item, and the topic names (topic id = position + 1)."""
-    n_engaged = len(item_ids)
     key = "__mer_item_id"  # the mapped id, beside the item table's own columns (whatever their names)
     if items is None:
         ids = item_ids
-        feats = pd.DataFrame(index=range(n_engaged))
+        feats = pd.DataFrame(index=range(len(item_ids)))
     else:
         listed = items.reset_index(drop=True).assign(**{key: items_item_ids}).drop_duplicates(key, keep="first")
         ids = np.union1d(item_ids, listed[key].to_numpy())
