@@ -455,6 +455,29 @@ def test_batch_loss_adds_the_max_rule_term_to_every_multi_embedding_tower():
     assert loss(2, "gumbel", 0.5) == pytest.approx(0.5 * gumbel_eq9 + 0.5 * on_max)
 
 
+def test_only_the_max_rule_loss_gives_user_independent_interests_no_credit():
+    # Why SA and MIND train on the max-rule term alone (train.by_model): K interests that are the same for every
+    # user, one per item, are exactly what a target-conditioned association rewards (each positive picks the
+    # interest on it, and Eq 9 scores the negatives with that interest only), while retrieval, ranking by the
+    # max over the interests, gets the same list for every user. The max-rule loss scores every candidate by
+    # that max, so such interests earn it nothing: log B, the loss of knowing nothing.
+    B = 4
+    items = torch.eye(B)  # four orthogonal items, every in-batch item equally likely (log Q cancels)
+    user = items.unsqueeze(0).expand(B, B, B)  # every user holds the same four interests: one on each item
+    active = torch.ones(B, B, dtype=torch.bool)
+    log_q, ids = torch.log(torch.full((B,), 1.0 / B)), torch.arange(1, B + 1)
+    T = 0.1
+    for association in ("argmax", "gumbel"):
+        torch.manual_seed(0)
+        u = select_embedding(user, items, active, association, temperature=T)
+        assert torch.equal(u, items)  # the positive's own interest, whichever association picks it
+        eq9 = float(sampled_softmax_loss(u, items, log_q, ids, T))
+        # positive at 1 / T, each negative at 0: log(1 + (B - 1) e^(-1/T)), next to nothing
+        assert eq9 == pytest.approx(math.log(1 + (B - 1) * math.exp(-1 / T)), rel=1e-3)  # float32
+    on_max = float(sampled_softmax_loss(None, items, log_q, ids, T, max_rule=(user, active)))
+    assert on_max == pytest.approx(math.log(B), rel=1e-6)
+
+
 def test_argmax_association_uses_the_best_embedding_for_the_positive():
     user = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])
     item = torch.tensor([[0.1, 0.9]])
