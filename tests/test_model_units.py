@@ -460,22 +460,31 @@ def test_interest_tokens_move_with_the_history_from_the_start(seed):
     # The decoder's queries leave LayerNorm at norm ~sqrt(d) while the item tower's outputs are unit vectors:
     # unscaled, two users whose histories differ got interests differing by ~5% of their histories' difference
     # (the tokens dominated; interest-token sat near popularity on an interactions-only log). The memory is
-    # scaled by sqrt(d), as a Transformer's input embeddings are: ~30-40%.
+    # scaled by sqrt(d), as a Transformer's input embeddings are: ~30-40%. A config saved before the change
+    # (no scaled_memory) rebuilds the unscaled tower its weights were trained as.
+    from mer.base.config import MerConfig
     from mer.stages.model.item_tower import TowerConfig
-    from mer.stages.model.zoo import TwoTower
+    from mer.stages.model.zoo import TwoTower, tower_config
 
-    torch.manual_seed(seed)
-    net = TwoTower(TowerConfig(model="token", k=4, pre_dim=8, n_topics=3, id_vocab_size=20, history_len=6, seed=seed))
-    net.eval()
-    net.item.summarize.fields.id_vocab.copy_(torch.arange(1, 21))
-    ids = torch.tensor([[1, 2, 3, 4, 5, 6], [11, 12, 13, 14, 15, 16]])  # two users, no item in common
-    zeros, mask = torch.zeros(2, 6, dtype=torch.long), torch.ones(2, 6, dtype=torch.bool)
-    pre, missing = torch.zeros(2, 6, 8), torch.ones(2, 6)  # items told apart by their id embedding alone
-    with torch.no_grad():
-        interests, _ = net.user(pre, missing, zeros, zeros, zeros, ids, mask, mask, torch.zeros(2, dtype=torch.long))
-        items = net.item(pre, missing, zeros, zeros, zeros, ids)
-    moved = (interests[0] - interests[1]).norm(dim=-1) / (items[0].mean(0) - items[1].mean(0)).norm()
-    assert bool((moved > 0.2).all()), moved
+    assert tower_config(MerConfig(), "token", None, pre_dim=8, topic_vocab=[1, 2]).scaled_memory  # what training builds
+
+    def moved(scaled: bool) -> torch.Tensor:
+        torch.manual_seed(seed)
+        net = TwoTower(TowerConfig(model="token", k=4, pre_dim=8, n_topics=3, id_vocab_size=20, history_len=6,
+                                   seed=seed, scaled_memory=scaled))
+        net.eval()
+        net.item.summarize.fields.id_vocab.copy_(torch.arange(1, 21))
+        ids = torch.tensor([[1, 2, 3, 4, 5, 6], [11, 12, 13, 14, 15, 16]])  # two users, no item in common
+        zeros, mask = torch.zeros(2, 6, dtype=torch.long), torch.ones(2, 6, dtype=torch.bool)
+        pre, missing = torch.zeros(2, 6, 8), torch.ones(2, 6)  # items told apart by their id embedding alone
+        with torch.no_grad():
+            interests, _ = net.user(pre, missing, zeros, zeros, zeros, ids, mask, mask,
+                                    torch.zeros(2, dtype=torch.long))
+            items = net.item(pre, missing, zeros, zeros, zeros, ids)
+        return (interests[0] - interests[1]).norm(dim=-1) / (items[0].mean(0) - items[1].mean(0)).norm()
+
+    assert bool((moved(True) > 0.2).all()), moved(True)
+    assert bool((moved(False) < 0.1).all()), moved(False)
 
 
 def test_only_the_max_rule_loss_gives_user_independent_interests_no_credit():

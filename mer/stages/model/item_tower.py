@@ -57,6 +57,9 @@ class TowerConfig:
     # A user none of whose engaged history items has a pretrained embedding is described by those items (their id
     # embedding and other fields) instead of by nothing (single, CR) or by every slot, hides included (DCM).
     featureless_fallback: bool = False
+    # Interest-token: the decoder reads the history scaled by sqrt(dim) (interest_token.py says why). False = the
+    # unscaled tower saved before session 17, so its weights are scored as they were trained.
+    scaled_memory: bool = False
     # Training only (no module depends on it): the share of the loss scored by the max-rule (train.max_rule_weight).
     max_rule_weight: float = 0.0
 

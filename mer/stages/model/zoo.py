@@ -76,7 +76,7 @@ def tower_config(cfg: MerConfig, model: str, variant: str | None, *, pre_dim: in
                     hidden_dim=t.hidden_dim, dim=t.embed_dim, k=1, routing_iters=t.routing_iters,
                     history_len=cfg.build.history_len, va_fpi=t.va_fpi, sar=t.sar, gumbel_tau=t.gumbel_tau, seed=t.seed,
                     recency=t.recency, pre_skip=t.pre_skip, residual=t.residual, anchor=t.anchor,
-                    max_rule_weight=t.max_rule_weight, featureless_fallback=t.featureless_fallback,
+                    max_rule_weight=t.max_rule_weight, featureless_fallback=t.featureless_fallback, scaled_memory=True,
                     topic_vocab=[int(x) for x in topic_vocab], **DHEN_PRESETS[t.preset])
     spec = tower_spec(model, variant)
     if spec.multi_interest:
