@@ -240,16 +240,18 @@ def test_single_tower_is_a_residual_on_the_attended_history():
     assert imp.tolist() == [[1.0]]
 
 
-def _featureless_net(**tower):
-    """A tiny tower (eval mode) whose items 1-4 have id embeddings and, in the tests below, no pretrained one."""
+def _featureless_net(n_ids: int = 4, **tower):
+    """A tiny tower (eval mode) whose items 1..n_ids have id embeddings and, in the tests below, no pretrained one;
+    `tower` overrides the TowerConfig defaults here."""
     from mer.stages.model.item_tower import TowerConfig
     from mer.stages.model.zoo import TwoTower
 
-    net = TwoTower(TowerConfig(pre_dim=4, dim=4, history_encoder="item_tower", pre_skip=True, id_vocab_size=4,
-                               featureless_fallback=True, **tower))
+    conf = {"pre_dim": 4, "dim": 4, "history_encoder": "item_tower", "pre_skip": True, "featureless_fallback": True,
+            **tower}
+    net = TwoTower(TowerConfig(id_vocab_size=n_ids, **conf))
     net.eval()
     with torch.no_grad():
-        net.item.summarize.fields.id_vocab.copy_(torch.tensor([1, 2, 3, 4]))
+        net.item.summarize.fields.id_vocab.copy_(torch.arange(1, n_ids + 1))
     return net
 
 
@@ -463,17 +465,14 @@ def test_interest_tokens_move_with_the_history_from_the_start(seed):
     # scaled by sqrt(d), as a Transformer's input embeddings are: ~30-40%. A config saved before the change
     # (no scaled_memory) rebuilds the unscaled tower its weights were trained as.
     from mer.base.config import MerConfig
-    from mer.stages.model.item_tower import TowerConfig
-    from mer.stages.model.zoo import TwoTower, tower_config
+    from mer.stages.model.zoo import tower_config
 
     assert tower_config(MerConfig(), "token", None, pre_dim=8, topic_vocab=[1, 2]).scaled_memory  # what training builds
 
     def moved(scaled: bool) -> torch.Tensor:
         torch.manual_seed(seed)
-        net = TwoTower(TowerConfig(model="token", k=4, pre_dim=8, n_topics=3, id_vocab_size=20, history_len=6,
-                                   seed=seed, scaled_memory=scaled))
-        net.eval()
-        net.item.summarize.fields.id_vocab.copy_(torch.arange(1, 21))
+        net = _featureless_net(n_ids=20, model="token", k=4, pre_dim=8, dim=64, n_topics=3, history_len=6, seed=seed,
+                               pre_skip=False, featureless_fallback=False, scaled_memory=scaled)
         ids = torch.tensor([[1, 2, 3, 4, 5, 6], [11, 12, 13, 14, 15, 16]])  # two users, no item in common
         zeros, mask = torch.zeros(2, 6, dtype=torch.long), torch.ones(2, 6, dtype=torch.bool)
         pre, missing = torch.zeros(2, 6, 8), torch.ones(2, 6)  # items told apart by their id embedding alone
