@@ -455,6 +455,13 @@ def test_batch_loss_adds_the_max_rule_term_to_every_multi_embedding_tower():
     gumbel_eq9 = loss(2, "gumbel", 0.0)
     assert gumbel_eq9 != pytest.approx(on_max)
     assert loss(2, "gumbel", 0.5) == pytest.approx(0.5 * gumbel_eq9 + 0.5 * on_max)
+    # on the max-rule loss alone (the default for DCM, MIND, SA) the association is not drawn: no Gumbel noise is
+    # consumed and no Eq 9 is scored, so the loss is the max-rule loss whatever the association
+    assert loss(2, "gumbel", 1.0) == pytest.approx(on_max)
+    torch.manual_seed(0)
+    want_next = torch.rand(3)
+    loss(2, "gumbel", 1.0)  # seeds 0 itself, then must leave the generator where the seed put it
+    assert torch.equal(torch.rand(3), want_next)
 
 
 @pytest.mark.parametrize("seed", range(3))

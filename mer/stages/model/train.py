@@ -88,17 +88,19 @@ def batch_loss(net: TwoTower, batch, log_q: torch.Tensor, temperature: float) ->
     user, importance = net.user(*batch.inputs)  # [B, K, d], [B, K]
     items = net.item(*batch.catalog_inputs)  # [B, d]
     active = active_of(net, importance.detach())
-    u = select_embedding(user, items, active, net.association, net.c.gumbel_tau, temperature)
     extra = None
     negatives = getattr(batch, "negatives", None)
     if negatives is not None:
         inputs, rows, n_items = negatives
         extra = (net.item(*inputs), rows, n_items)
-    loss = sampled_softmax_loss(u, items, log_q, batch.target_rows, temperature, extra)  # Eq 9
-    w = net.c.max_rule_weight
-    if w > 0 and net.c.k > 1:
-        on_max = sampled_softmax_loss(None, items, log_q, batch.target_rows, temperature, extra, (user, active))
-        loss = (1 - w) * loss + w * on_max
+    w = net.c.max_rule_weight if net.c.k > 1 else 0.0  # one embedding: the max rule is Eq 9
+    loss = 0.0
+    if w < 1:  # on the max-rule loss alone (the default) there is no association to draw and no Eq 9 to score
+        u = select_embedding(user, items, active, net.association, net.c.gumbel_tau, temperature)
+        loss = (1 - w) * sampled_softmax_loss(u, items, log_q, batch.target_rows, temperature, extra)  # Eq 9
+    if w > 0:
+        loss = loss + w * sampled_softmax_loss(None, items, log_q, batch.target_rows, temperature, extra,
+                                               (user, active))
     return loss
 
 
