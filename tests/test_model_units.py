@@ -285,7 +285,11 @@ def test_history_use_falls_back_to_featureless_engaged_items():
 def test_dcm_seeds_several_interests_from_a_featureless_history():
     """Defect: VA-FPI seeded centroids from valid items only, so a user none of whose items has a pretrained
     embedding (every user of an interactions-only log) got one active interest: DCM was a one-embedding tower."""
-    net = _featureless_net(model="dcm", k=3, history_len=4, anchor=True)
+    # One routing pass: each seed item keeps its own centroid (cosine 1). With three passes on random weights the
+    # encodings are nearly one vector (mostly the MLP's biases) and routing could hand every item to one cluster:
+    # the test failed about one run in three, whatever the seeding.
+    torch.manual_seed(0)
+    net = _featureless_net(model="dcm", k=3, history_len=4, anchor=True, routing_iters=1)
     z = torch.zeros(1, 4, dtype=torch.long)
     engaged = torch.tensor([[True, True, False, True]])  # the hidden item seeds nothing
     args = (torch.zeros(1, 4, 4), torch.ones(1, 4), z, z, z, torch.tensor([[1, 2, 3, 4]]),
