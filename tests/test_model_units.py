@@ -269,6 +269,7 @@ def test_history_use_falls_back_to_featureless_engaged_items():
     # user 0 has a valid item: unchanged; user 1 reads its engaged items (not the hidden one)
     assert new.tolist() == [[False, False, False, True], [True, False, True, True]]
 
+    torch.manual_seed(0)  # the gap asserted below depends on the random weights (smallest over 300 seeds: 0.002)
     net = _featureless_net(model="single", k=1, history_len=3, residual=True)
     z = torch.zeros(2, 3, dtype=torch.long)
     ids = torch.tensor([[1, 2, 3], [4, 4, 4]])
