@@ -1,4 +1,4 @@
-"""Training-step time of each user tower on the same batch; DCM (K=7) vs the single tower is the headline.
+"""Training-step time of each user tower on the same batch; DCM (K = train.k_im) vs single is the headline.
 
     .venv/bin/python bench/bench_train_step.py [--batch 512] [--steps 20] [--threads 2]
 

@@ -35,7 +35,7 @@ NOTE = ("HR scores an item by the max over a user's embeddings; hr_novel: record
 RUNS = [("popularity", None), ("itemknn", "sum"), ("itemknn", "max"), ("pretrained", "mean"), ("pretrained", "max"),
         ("als", None), ("inverted", None), ("pinnersage", None), ("single", None), ("dcm", None), ("mind", None), ("sa", None),
         ("token", None), ("cr", "source"), ("cr", "item"), ("dcm", "no-vafpi"), ("dcm", "no-sar"), ("dcm", "k2"),
-        ("dcm", "k4")]
+        ("dcm", "k7")]
 
 
 def run(cfg: MerConfig, ds: str, train_models: bool = True, only: list[str] | None = None) -> dict:
