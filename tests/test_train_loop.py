@@ -92,6 +92,7 @@ def test_variant_overrides_reach_the_tower_config(built):
         return tower_config(built, model, variant, pre_dim=16, topic_vocab=[1, 2])
 
     assert conf("dcm", None).k == built.train.k_im and conf("dcm", "k2").k == 2 and conf("dcm", "k7").k == 7
+    assert conf("dcm", "k4").k == 4  # the variant of the runs before session 20: their folders still load
     assert conf("dcm", "no-sar").sar is False and conf("dcm", "no-vafpi").va_fpi is False
     assert conf("single", None).k == 1 and conf("cr", "item").k == 1 and conf("token", None).k == built.train.k_im
     with pytest.raises(MerError, match="model 'single' has no variant 'k2'"):

@@ -98,11 +98,13 @@ class DCMTower(nn.Module):
     association = "argmax"  # Eq 8
     # Empty and duplicate clusters come out with zero importance: scoring and serving skip them.
     zero_importance_is_empty = True
-    # Ablations: plain FPI (Eq 5), soft routing (Eq 1), fewer interests than train.k_im (k2) and the paper's K_im (k7).
+    # Ablations: plain FPI (Eq 5), soft routing (Eq 1), a fixed number of interests whatever train.k_im says (k2; k4,
+    # the default since session 20, kept so that folders trained as dcm-k4 before still load; k7, the paper's K_im).
     SPECS: ClassVar[dict[str | None, TowerSpec]] = {None: TowerSpec(multi_interest=True),
              "no-vafpi": TowerSpec(multi_interest=True, overrides={"va_fpi": False}),
              "no-sar": TowerSpec(multi_interest=True, overrides={"sar": False}),
              "k2": TowerSpec(multi_interest=True, overrides={"k": 2}),
+             "k4": TowerSpec(multi_interest=True, overrides={"k": 4}),
              "k7": TowerSpec(multi_interest=True, overrides={"k": 7})}
 
     def __init__(self, c: TowerConfig, item: nn.Module | None = None):
