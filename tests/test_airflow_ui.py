@@ -156,6 +156,20 @@ def wait_css(drv, css: str, timeout: float = 60):
     return WebDriverWait(drv, timeout).until(EC.visibility_of_element_located((By.CSS_SELECTOR, css)))
 
 
+def open_menu(drv, button_css: str, item_css: str, tries: int = 6):
+    """Click a menu button until the item shows. A click that lands while the page is still rendering (a loaded
+    machine: the fresh-clone CI, session 20) opens nothing, and waiting for the item after it only times out."""
+    from selenium.common.exceptions import TimeoutException
+
+    for _ in range(tries):
+        wait_css(drv, button_css).click()
+        try:
+            return wait_css(drv, item_css, timeout=10)
+        except TimeoutException:
+            continue
+    raise AssertionError(f"{item_css} did not show after {tries} clicks on {button_css}")
+
+
 def wait_text(drv, text: str, timeout: float = 60):
     """The innermost visible element whose text contains ``text``."""
     from selenium.webdriver.common.by import By
@@ -181,8 +195,7 @@ def test_log_pane_shows_the_task_log(airflow, chrome):
     assert run["state"] == "failed", run
     chrome.get(f"{airflow.base}/dags/{DAG_ID}/runs/{q(run_id)}/tasks/wait_for_raw")
     # lines can sit in collapsed ::group:: sections: settings menu -> expand all
-    wait_css(chrome, '[data-testid="log-settings-button"]').click()
-    wait_css(chrome, '[data-testid="log-settings-expand"]').click()
+    open_menu(chrome, '[data-testid="log-settings-button"]', '[data-testid="log-settings-expand"]').click()
     line = wait_text(chrome, "raw input for ds=2026-02-01 still missing")
     assert "engagement_log/ds=" in line.text
 
