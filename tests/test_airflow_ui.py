@@ -170,6 +170,24 @@ def open_menu(drv, button_css: str, item_css: str, tries: int = 6):
     raise AssertionError(f"{item_css} did not show after {tries} clicks on {button_css}")
 
 
+def type_into(drv, css: str, text: str, timeout: float = 30):
+    """Type into an input once it takes keys. A popover's input is in the DOM, visible, while the popover still
+    opens, and typing then fails with "element not interactable" (the fresh-clone CI, session 20)."""
+    from selenium.common.exceptions import ElementNotInteractableException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def typed(d):
+        try:
+            EC.element_to_be_clickable((By.CSS_SELECTOR, css))(d).send_keys(text)
+            return True
+        except (ElementNotInteractableException, AttributeError):  # AttributeError: not clickable yet (False)
+            return False
+
+    WebDriverWait(drv, timeout).until(typed)
+
+
 def wait_text(drv, text: str, timeout: float = 60):
     """The innermost visible element whose text contains ``text``."""
     from selenium.webdriver.common.by import By
@@ -212,9 +230,9 @@ def test_backfill_from_the_trigger_dialog_completes(airflow, chrome):
     for i, day in enumerate(("2026/02/02", "2026/02/03")):
         WebDriverWait(chrome, 20).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, '[data-testid="datetime-input"]')) == 2)
         chrome.find_elements(By.CSS_SELECTOR, '[data-testid="datetime-input"]')[i].click()
-        pop = wait_css(chrome, "[data-scope=popover][data-part=content][data-state=open]")
-        pop.find_element(By.CSS_SELECTOR, 'input[placeholder="YYYY/MM/DD"]').send_keys(day)
-        pop.find_element(By.CSS_SELECTOR, 'input[placeholder="HH:mm"]').send_keys("00:00")
+        pop = "[data-scope=popover][data-part=content][data-state=open]"
+        type_into(chrome, f'{pop} input[placeholder="YYYY/MM/DD"]', day)
+        type_into(chrome, f'{pop} input[placeholder="HH:mm"]', "00:00")
         dialog.find_element(By.XPATH, './/*[normalize-space(text())="Date Range"]').click()  # closes the popover
     wait_text(chrome, "2 runs will be triggered.")
     submit = dialog.find_element(By.XPATH, './/button[normalize-space(.)="Run Backfill"]')
