@@ -175,17 +175,14 @@ def type_into(drv, css: str, text: str, timeout: float = 30):
     opens, and typing then fails with "element not interactable" (the fresh-clone CI, session 20)."""
     from selenium.common.exceptions import ElementNotInteractableException
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as EC
     from selenium.webdriver.support.ui import WebDriverWait
 
     def typed(d):
-        try:
-            EC.element_to_be_clickable((By.CSS_SELECTOR, css))(d).send_keys(text)
-            return True
-        except (ElementNotInteractableException, AttributeError):  # AttributeError: not clickable yet (False)
-            return False
+        d.find_element(By.CSS_SELECTOR, css).send_keys(text)
+        return True
 
-    WebDriverWait(drv, timeout).until(typed)
+    # the wait's own retry: "not interactable" (and "no such element", ignored by default) mean try again
+    WebDriverWait(drv, timeout, ignored_exceptions=[ElementNotInteractableException]).until(typed)
 
 
 def wait_text(drv, text: str, timeout: float = 60):
