@@ -119,7 +119,8 @@ def small_cfg(cfg: MerConfig) -> MerConfig:
     """Training settings sized for the fixture and 2 cores."""
     cfg.train = cfg.train.model_copy(update=dict(embed_dim=32, field_dim=16, hidden_dim=64, batch_size=128,
                                                  epochs=4, k_im=4, k_ex=3, early_stop_records=400,
-                                                 shuffle_buffer=2048, lr=5e-3, patience=2, num_threads=2, min_steps=0))
+                                                 shuffle_buffer=2048, lr=5e-3, patience=2, num_threads=2, min_steps=0,
+                                                 extend_cycles=0))
     cfg.eval = cfg.eval.model_copy(update=dict(ks=[10, 50], serve_budget=50, max_eval_records=500, diversity_k=20))
     cfg.build = cfg.build.model_copy(update=dict(history_len=20))  # the fixture's histories hold 20 items
     return cfg

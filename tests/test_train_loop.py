@@ -130,6 +130,36 @@ def test_the_kept_weights_are_the_moving_average_of_the_trained_ones(cfg, monkey
         assert torch.allclose(p, torch.full_like(p, kept)), name
 
 
+@pytest.mark.parametrize("epochs, rising, steps_run, cycles", [(2, True, 16, 2), (2, False, 8, 0), (1, True, 4, 0)])
+def test_a_tower_still_gaining_at_the_end_of_its_budget_trains_another_cycle(cfg, monkeypatch, epochs, rising,
+                                                                              steps_run, cycles):
+    """Budget 2 periods x 4 steps; extend_frac 0.5 -> 4 more steps a cycle, at most 2 cycles. A validation score
+    that still rises at the budget's end buys both cycles, each restarting the LR at extend_lr_frac x lr; a score
+    that stopped rising buys none (the budget was enough), nor does a budget of one period (no trend to read)."""
+    from mer.stages.model import train
+
+    lrs, scores = [], iter(np.linspace(0.1, 0.9, 10) if rising else [0.5, 0.4] + [0.3] * 8)
+
+    def fake_step(net, batch, log_q, opt, *a, **k):
+        lrs.append(opt.param_groups[0]["lr"])
+        return 1.0
+
+    monkeypatch.setattr(train, "train_step", fake_step)
+    monkeypatch.setattr(train, "hr_at", lambda *a, **k: float(next(scores)))
+    cfg.train = cfg.train.model_copy(update={
+        "max_steps_per_epoch": 4, "epochs": epochs, "min_steps": 0, "lr": 1.0, "warmup_frac": 0.05, "lr_final_frac": 0.1,
+        "extend_cycles": 2, "extend_frac": 0.5, "extend_lr_frac": 0.5, "patience": 5})
+    fit = train.train_tower(cfg, DS, "single", None)
+    assert len(lrs) == steps_run and fit["extra"]["extra_cycles"] == cycles
+    assert len(fit["curve"]) == steps_run // 4
+    assert lrs[0] == pytest.approx(1.0)
+    if epochs == 2:
+        assert lrs[7] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 6 / 7)))
+    if cycles:  # each cycle warms up (one step: 5% of 4 rounds up to 1) to 0.5 x lr, then decays towards 0.1
+        assert lrs[8] == lrs[12] == pytest.approx(0.5)
+        assert lrs[11] == pytest.approx(0.1 + 0.4 * 0.5 * (1 + math.cos(math.pi * 2 / 3)))
+
+
 def test_the_same_weights_get_the_same_model_version(cfg, monkeypatch):
     """The version is a digest of the weights, not of the file: safetensors orders the alias map of DCM's shared
     item tower differently from one save to the next, and two identical trainings got two versions."""

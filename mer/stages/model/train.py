@@ -232,15 +232,15 @@ def step_budget(cfg: MerConfig, ds: str, spec: TowerSpec, world: int = 1) -> tup
     return per_epoch, budget, max(per_epoch, -(-budget // max(1, t.epochs)))
 
 
-def lr_schedule(opt: torch.optim.Optimizer, budget: int, warmup_frac: float, final_frac: float):
-    """Linear warmup over warmup_frac of the budget, then cosine decay to final_frac x lr at the budget."""
+def lr_schedule(opt: torch.optim.Optimizer, budget: int, warmup_frac: float, final_frac: float, peak: float = 1.0):
+    """Linear warmup over warmup_frac of the budget to peak x lr, then cosine decay to final_frac x lr at the budget."""
     warm = max(1, int(budget * warmup_frac))
 
     def factor(step: int) -> float:
         if step < warm:
-            return (step + 1) / warm
+            return peak * (step + 1) / warm
         p = min(1.0, (step - warm) / max(1, budget - warm))
-        return final_frac + (1 - final_frac) * 0.5 * (1 + math.cos(math.pi * p))
+        return final_frac + (peak - final_frac) * 0.5 * (1 + math.cos(math.pi * p))
 
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
@@ -312,6 +312,7 @@ def train_tower(cfg: MerConfig, ds: str, model: str, variant: str | None) -> dic
     per_epoch, budget, period = step_budget(cfg, ds, spec, world)
     opt = torch.optim.AdamW(net.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     sched = lr_schedule(opt, budget, t.warmup_frac, t.lr_final_frac)
+    budget_0 = budget
     ddp = None
     if world > 1:
         # Same seed on every rank (and DDP broadcasts rank 0's weights); a variant's idle parameters
@@ -328,7 +329,7 @@ def train_tower(cfg: MerConfig, ds: str, model: str, variant: str | None) -> dic
     scored = net if ema is None else ema.module
     cond_rng = np.random.default_rng(t.seed + 1)
     neg_rng = np.random.default_rng(t.seed + 2)
-    total_steps, epoch, passes = 0, 0, 0
+    total_steps, epoch, passes, cycles = 0, 0, 0, 0
     while total_steps < budget:
         net.train()
         losses, n_ex, e0, steps = [], 0, time.time(), 0
@@ -406,6 +407,15 @@ def train_tower(cfg: MerConfig, ds: str, model: str, variant: str | None) -> dic
             bad_epochs += 1
             if bad_epochs >= t.patience:
                 break
+        if total_steps >= budget and bad_epochs == 0 and epoch > 1 and cycles < t.extend_cycles:
+            # Still gaining when the budget ran out (the last period beat every one before it): another, shorter
+            # cycle from the current weights, its LR warmed up to extend_lr_frac x lr and decayed again (a warm
+            # restart). A tower that peaked before the end of its budget never gets here, so this costs nothing
+            # where the budget was enough; one period alone says nothing about a trend.
+            cycles += 1
+            extra = max(period, int(budget_0 * t.extend_frac))
+            budget += extra
+            sched = lr_schedule(opt, extra, t.warmup_frac, t.lr_final_frac, t.extend_lr_frac)
     if best_state is None:  # every period's validation score was NaN: no weights are better than any other
         raise MerError(f"table training_examples: model {name} got no validation-day score (split='val') in ds={ds} "
                        "in any period: HR@100 was NaN every time, so there are no best weights to keep")
@@ -413,7 +423,7 @@ def train_tower(cfg: MerConfig, ds: str, model: str, variant: str | None) -> dic
     return {"model": name, "rank": rank, "world_size": world, "train_examples_seen": seen, "best_val_hr@100": best,
             "net": net, "curve": curve,
             "extra": {"train_seconds": round(time.time() - t0, 2), "train_examples_seen": seen,
-                      "steps": total_steps, "step_budget": budget, "best_val_hr@100": best,
+                      "steps": total_steps, "step_budget": budget, "extra_cycles": cycles, "best_val_hr@100": best,
                       "logq": "item_frequency" if prob is not None else "streaming", "world_size": world,
                       "id_vocab": tc.id_vocab_size}}
 
