@@ -130,12 +130,19 @@ def test_the_kept_weights_are_the_moving_average_of_the_trained_ones(cfg, monkey
         assert torch.allclose(p, torch.full_like(p, kept)), name
 
 
-@pytest.mark.parametrize("epochs, rising, steps_run, cycles", [(2, True, 16, 2), (2, False, 8, 0), (1, True, 4, 0)])
+@pytest.mark.parametrize("epochs, rising, max_cycles, frac, lr_frac, steps_run, cycles", [
+    (2, True, 2, 0.5, 0.5, 16, 2),  # two cycles of 4 steps
+    (2, True, 1, 1.0, 0.3, 16, 1),  # one cycle of 8 steps (extend_frac 1), restarted at 0.3 x lr
+    (2, True, 0, 0.5, 0.5, 8, 0),  # extensions off
+    (2, False, 2, 0.5, 0.5, 8, 0),  # the score stopped rising: the budget was enough
+    (1, True, 2, 0.5, 0.5, 4, 0),  # one period alone says nothing about a trend
+])
 def test_a_tower_still_gaining_at_the_end_of_its_budget_trains_another_cycle(cfg, monkeypatch, epochs, rising,
-                                                                              steps_run, cycles):
-    """Budget 2 periods x 4 steps; extend_frac 0.5 -> 4 more steps a cycle, at most 2 cycles. A validation score
-    that still rises at the budget's end buys both cycles, each restarting the LR at extend_lr_frac x lr; a score
-    that stopped rising buys none (the budget was enough), nor does a budget of one period (no trend to read)."""
+                                                                              max_cycles, frac, lr_frac, steps_run,
+                                                                              cycles):
+    """Budget `epochs` periods x 4 steps. A validation score that still rises at the budget's end buys up to
+    extend_cycles cycles of extend_frac x the budget (at least a period), each restarting the LR at
+    extend_lr_frac x lr and decaying it to lr_final_frac x lr; a score that stopped rising buys none."""
     from mer.stages.model import train
 
     lrs, scores = [], iter(np.linspace(0.1, 0.9, 10) if rising else [0.5, 0.4] + [0.3] * 8)
@@ -148,16 +155,29 @@ def test_a_tower_still_gaining_at_the_end_of_its_budget_trains_another_cycle(cfg
     monkeypatch.setattr(train, "hr_at", lambda *a, **k: float(next(scores)))
     cfg.train = cfg.train.model_copy(update={
         "max_steps_per_epoch": 4, "epochs": epochs, "min_steps": 0, "lr": 1.0, "warmup_frac": 0.05, "lr_final_frac": 0.1,
-        "extend_cycles": 2, "extend_frac": 0.5, "extend_lr_frac": 0.5, "patience": 5})
+        "extend_cycles": max_cycles, "extend_frac": frac, "extend_lr_frac": lr_frac, "patience": 5})
     fit = train.train_tower(cfg, DS, "single", None)
-    assert len(lrs) == steps_run and fit["extra"]["extra_cycles"] == cycles
-    assert len(fit["curve"]) == steps_run // 4
+    budget = 4 * epochs
+    assert len(lrs) == steps_run and len(fit["curve"]) == steps_run // 4
+    assert (fit["extra"]["step_budget"], fit["extra"]["extended_steps"], fit["extra"]["extra_cycles"]) == (
+        budget, steps_run - budget, cycles)
     assert lrs[0] == pytest.approx(1.0)
     if epochs == 2:
         assert lrs[7] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 6 / 7)))
-    if cycles:  # each cycle warms up (one step: 5% of 4 rounds up to 1) to 0.5 x lr, then decays towards 0.1
-        assert lrs[8] == lrs[12] == pytest.approx(0.5)
-        assert lrs[11] == pytest.approx(0.1 + 0.4 * 0.5 * (1 + math.cos(math.pi * 2 / 3)))
+    if cycles:  # each cycle warms up (one step: 5% of its length rounds up to 1) to lr_frac x lr, then decays
+        extra = (steps_run - budget) // cycles
+        restarts = [lrs[budget + i * extra] for i in range(cycles)]
+        assert restarts == pytest.approx([lr_frac] * cycles)
+        assert lrs[budget + extra - 1] == pytest.approx(
+            0.1 + (lr_frac - 0.1) * 0.5 * (1 + math.cos(math.pi * (extra - 2) / (extra - 1))))
+
+
+def test_an_extension_that_would_climb_instead_of_decay_is_a_config_error():
+    from mer.base.config import TrainConfig
+
+    with pytest.raises(ValueError, match=r"train.extend_lr_frac=0.05 must be above train.lr_final_frac=0.1"):
+        TrainConfig(extend_lr_frac=0.05)
+    assert TrainConfig(extend_lr_frac=0.05, extend_cycles=0).extend_cycles == 0  # off: nothing to check
 
 
 def test_the_same_weights_get_the_same_model_version(cfg, monkeypatch):

@@ -242,6 +242,15 @@ class TrainConfig(Section):
                 raise ValueError(f"train.by_model.{model}: unknown setting(s) {unknown}")
         return self
 
+    @model_validator(mode="after")
+    def _a_restart_decays(self) -> TrainConfig:
+        # An extension cycle warms up to extend_lr_frac x lr and decays to lr_final_frac x lr: at or below the
+        # floor it would climb instead of decay.
+        if self.extend_cycles and self.extend_lr_frac <= self.lr_final_frac:
+            raise ValueError(f"train.extend_lr_frac={self.extend_lr_frac} must be above train.lr_final_frac="
+                             f"{self.lr_final_frac} (an extension cycle decays from the one to the other)")
+        return self
+
     def for_model(self, model: str) -> TrainConfig:
         """The settings `model` trains with: these, with its by_model entry on top (validated: types coerced)."""
         over = self.by_model.get(model)

@@ -423,7 +423,8 @@ def train_tower(cfg: MerConfig, ds: str, model: str, variant: str | None) -> dic
     return {"model": name, "rank": rank, "world_size": world, "train_examples_seen": seen, "best_val_hr@100": best,
             "net": net, "curve": curve,
             "extra": {"train_seconds": round(time.time() - t0, 2), "train_examples_seen": seen,
-                      "steps": total_steps, "step_budget": budget, "extra_cycles": cycles, "best_val_hr@100": best,
+                      "steps": total_steps, "step_budget": budget_0, "extended_steps": budget - budget_0,
+                      "extra_cycles": cycles, "best_val_hr@100": best,
                       "logq": "item_frequency" if prob is not None else "streaming", "world_size": world,
                       "id_vocab": tc.id_vocab_size}}
 

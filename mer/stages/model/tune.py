@@ -2,9 +2,11 @@
 
 Each trial trains the tower with the sampled settings (`mer.stages.model.train.train_tower`, nothing written to the
 model folders) and is scored by its best validation-day HR@100, the same figure early stopping uses: the
-eval day is never read. Trials go to the `tune_trials` table (partition ds, one row per trial and model),
-so the defaults in mer/base/config.py can be read off it; they are chosen once for every data set, never per
-data set.
+eval day is never read. A trial trains as a tower would, budget extensions included (train.extend_cycles): a
+trial still gaining at the end of its budget trains up to twice the steps, as the tower would with those
+settings, and `tune_trials.steps` records what it took. Trials go to the `tune_trials` table (partition ds, one
+row per trial and model), so the defaults in mer/base/config.py can be read off it; they are chosen once for
+every data set, never per data set.
 """
 from __future__ import annotations
 
