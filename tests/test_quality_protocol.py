@@ -19,7 +19,12 @@ from tests.model_fixture import DS, build, small_cfg
 def _scramble_eval_day(cfg: MerConfig) -> int:
     """Replace every eval-day row of training_examples by garbage (other targets, reversed histories)."""
     t = read_partition(cfg.table("training_examples"), DS)
-    is_eval = pc.equal(t.column("split"), "eval")
+    return _scramble(cfg, t, pc.equal(t.column("split"), "eval"))
+
+
+def _scramble(cfg: MerConfig, t: pa.Table, rows) -> int:
+    """Replace the rows of training_examples where `rows` by garbage (other targets, reversed histories)."""
+    is_eval = pa.array(np.asarray(rows, dtype=bool))
     ev, rest = t.filter(is_eval), t.filter(pc.invert(is_eval))
     rng = np.random.default_rng(99)
     items = ev.column("item_id").to_numpy()
@@ -87,6 +92,96 @@ def test_eval_rows_are_scored_but_do_not_select(two_roots):
           for t in tabs]
     assert val[0] == val[1]
     assert ev[0] != ev[1]
+
+
+def test_validation_users_split_into_a_stop_and_a_select_part(tmp_path, caplog):
+    from mer.stages.model.data import read_eval, stop_users, validation_part
+
+    ids = np.arange(1, 20_001)
+    half, quarter = stop_users(ids, 0.5), stop_users(ids, 0.25)
+    assert 0.49 < half.mean() < 0.51 and 0.24 < quarter.mean() < 0.26
+    assert not (quarter & ~half).any()  # a fixed hash: a user in the first quarter is in the first half
+    assert (stop_users(ids[::-1], 0.5) == half[::-1]).all()  # a user's part depends on its id alone
+    assert stop_users(np.array([1, 2, 3]), 0.5).tolist() == half[:3].tolist()
+    # consecutive ids alternate more than a threshold on the id would: no long run in one part
+    assert max(len(r) for r in "".join("s" if h else "x" for h in half).replace("s", " s").split()) < 20
+
+    cfg = small_cfg(MerConfig(root=tmp_path / "var"))
+    build(cfg)
+    val = read_eval(cfg, DS, None, 0, split="val")
+    stop = read_eval(cfg, DS, None, 0, split="val", part="stop")
+    sel = read_eval(cfg, DS, None, 0, split="val", part="select")
+    users = [set(t.column("user_id").to_pylist()) for t in (stop, sel)]
+    assert users[0] and users[1] and not users[0] & users[1]
+    assert sorted(stop.column("event_id").to_pylist() + sel.column("event_id").to_pylist()) == \
+        sorted(val.column("event_id").to_pylist())
+    assert read_eval(cfg, DS, None, 0, split="eval", part="stop").num_rows == \
+        read_eval(cfg, DS, None, 0, split="eval").num_rows  # the eval day has no parts
+    sample = read_eval(cfg, DS, 50, 3, split="val", part="select")  # a sample is drawn within the part
+    assert sample.num_rows == 50 and set(sample.column("user_id").to_pylist()) <= users[1]
+    # a day whose users all fall in one part: both parts are every record, and a warning says so
+    one = val.filter(pc.is_in(val.column("user_id"), pa.array(sorted(users[0]))))
+    assert validation_part(one, "select", 0.5).num_rows == one.num_rows
+    assert "all fall in one part" in caplog.text
+
+
+@pytest.fixture(scope="module")
+def part_roots(tmp_path_factory):
+    """The fixture three times: intact, with the val rows of the early-stopping users scrambled, and with those of
+    the other (select) users scrambled."""
+    from mer.stages.model.data import stop_users
+
+    cfgs = []
+    for name in ("intact", "stop", "select"):
+        cfg = small_cfg(MerConfig(root=tmp_path_factory.mktemp(name) / "var"))
+        cfg.train = cfg.train.model_copy(update={"epochs": 2})
+        build(cfg)
+        if name != "intact":
+            t = read_partition(cfg.table("training_examples"), DS)
+            stop = stop_users(t.column("user_id").to_numpy(), cfg.train.early_stop_user_share)
+            is_val = t.column("split").to_numpy(zero_copy_only=False) == "val"
+            assert _scramble(cfg, t, is_val & (stop if name == "stop" else ~stop)) > 0
+        cfgs.append(cfg)
+    return dict(zip(("intact", "stop", "select"), cfgs))
+
+
+def test_early_stopping_reads_only_its_users_and_selection_only_the_others(part_roots):
+    """Early stopping never reads the select users' rows; evaluation's val figures (bless, the best baseline) and
+    `mer tune`'s trial scores never read the stop users' rows."""
+    from mer.stages.model import evaluate, train
+    from mer.stages.model.tune import run as tune
+
+    fits = {k: train.train_tower(cfg, DS, "dcm", None) for k, cfg in part_roots.items()}
+    curve = {k: [c["val_hr@100"] for c in f["curve"]] for k, f in fits.items()}
+    assert curve["intact"] == curve["select"]
+    a, b = (fits[k]["net"].state_dict() for k in ("intact", "select"))
+    assert all(torch.equal(a[k], b[k]) for k in a), "weights differ: a select user's row reached early stopping"
+    assert curve["intact"] != curve["stop"]  # the stop users' rows are what early stopping reads
+
+    def val_figures(cfg):
+        train.run(cfg, DS, "popularity")  # fitted on the train split: its val figures depend on val rows only
+        evaluate.run(cfg, DS)
+        t = read_partition(cfg.table("eval_metrics"), DS).to_pandas()
+        t = t[(t.split == "val") & (t.model == "popularity")]
+        return t.sort_values(["metric", "segment"]).value.tolist()
+
+    figs = {k: val_figures(cfg) for k, cfg in part_roots.items()}
+    assert figs["intact"] == figs["stop"] and figs["intact"] != figs["select"]
+
+    # a trial's score: its tower's HR@100 on the select users (trial 0 trains at the current settings), not its best
+    # early-stopping figure; the stop users' rows, scrambled here, reach it only through early stopping
+    from mer.stages.model.data import corpus_rows, load_catalog, read_eval
+    from mer.stages.model.scoring import eval_batch, hr_at
+
+    cfg = part_roots["stop"]
+    assert cfg.tune.enqueue_defaults
+    trial = tune(cfg, DS, "single", trials=1)["trials_by_value"][0]
+    fit = train.train_tower(cfg, DS, "single", None)
+    catalog = load_catalog(cfg, DS)
+    sel = read_eval(cfg, DS, cfg.eval.max_eval_records, cfg.eval.seed, split="val", part="select")
+    expect = hr_at(fit["net"], eval_batch(sel, catalog, fit["net"].c.history_len), catalog,
+                   corpus_rows(cfg, DS, catalog), 100)
+    assert trial["val_hr@100"] == round(expect, 4) != round(fit["best_val_hr@100"], 4)
 
 
 def test_paired_bootstrap_known_answers():

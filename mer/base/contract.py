@@ -362,7 +362,7 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
     "eval_metrics": {
         "model": "model name (rows with model _eval hold evaluation-wide counts; the SQL views drop them)",
         "variant": "model variant",
-        "split": "val (the day before ds: early stopping, bless) | eval (ds, scored once)",
+        "split": "val (the day before ds; its users that early stopping did not read: bless, the best baseline) | eval (ds, scored once)",
         "metric": "hr@K, hr_novel@K (target not in the user's history), filtered_hr@K, ...",
         "segment": "all | core | non_core",
         "value": "the metric's value",
@@ -388,7 +388,7 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "model": "artifact name (dcm, cr, cr-item, ...)",
         "trial": "trial number",
         "params": "JSON of the sampled settings (mer/base/config.py TrainConfig names)",
-        "val_hr_at_100": "best validation-day HR@100 of the trial (the objective)",
+        "val_hr_at_100": "the trial's HR@100 on the validation day's users that early stopping did not read (the objective)",
         "steps": "training steps the trial ran",
         "seconds": "wall-clock seconds the trial took",
     },

@@ -6,8 +6,9 @@ Histories are right-aligned: the last slot is the most recent engagement.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Iterator, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -19,6 +20,8 @@ from mer.base.config import MerConfig
 from mer.base.contract import NEGATIVE_ACTIONS
 from mer.base.errors import ContractError
 from mer.base.io import latest_partition, partition_dataset, read_partition
+
+log = logging.getLogger(__name__)
 
 # Order of the user-tower inputs everywhere (training, export, serving).
 ITEM_INPUTS = ("pre", "missing", "cat", "creator", "topic", "ids")  # what the item tower reads per item
@@ -382,18 +385,51 @@ def shuffled_tables(tables: Iterator[pa.Table], buffer_rows: int, batch_size: in
 
 
 def read_eval(cfg: MerConfig, ds: str, limit: int | None, seed: int, conditioned_only: bool = False,
-              split: str = "eval") -> pa.Table:
+              split: str = "eval", part: Literal["stop", "select"] | None = None) -> pa.Table:
     """The eval split, or the val split for early stopping / tuning / bless (capped by a seeded sample so
-    metrics stay cheap and reproducible)."""
+    metrics stay cheap and reproducible). ``part`` (val split only): the records of one part of the validation
+    day's users, see `validation_part`; the sample is drawn within it."""
     parts = list(stream_tables(cfg, ds, split, conditioned_only=conditioned_only))
     if not parts:
         return examples_dataset(cfg, ds).schema.empty_table().select(TRAIN_COLUMNS)
     t = pa.concat_tables(parts)
     t = t.sort_by([("event_id", "ascending")])
+    if part is not None and split == "val":
+        t = validation_part(t, part, cfg.train.early_stop_user_share)
     if limit is not None and t.num_rows > limit:
         idx = np.sort(np.random.default_rng(seed).choice(t.num_rows, limit, replace=False))
         t = t.take(pa.array(idx))
     return t
+
+
+def stop_users(user_ids: np.ndarray, share: float) -> np.ndarray:
+    """[n] bool: whether each user is in the early-stopping part of the validation day. A fixed hash of the id
+    (Fibonacci hashing: the id times 2^64 / golden ratio, top 53 bits as a fraction in [0, 1)), so a user's part
+    depends on nothing else (not on the day's other users, the seed or the model) and consecutive ids spread."""
+    u = np.asarray(user_ids).astype(np.int64).view(np.uint64)
+    with np.errstate(over="ignore"):
+        h = u * np.uint64(0x9E3779B97F4A7C15)
+    return (h >> np.uint64(11)).astype(np.float64) / float(1 << 53) < share
+
+
+def validation_part(table: pa.Table, part: Literal["stop", "select"], share: float) -> pa.Table:
+    """The validation-day records of one part of its users: "stop" (early stopping and the budget extension
+    read it, ``share`` of the users) or "select" (the rest: tune trials, the bless gate, the strongest baseline).
+
+    A tower's validation score is its best period's, chosen on the records early stopping read, so it is
+    optimistic there, more for a run with more periods; scored on users that early stopping never read, towers,
+    trials and baselines compete on equal terms. A day whose users all fall in one part cannot be split: both
+    parts are then every record (a tiny validation day), and a warning says so.
+    """
+    if part not in ("stop", "select"):
+        raise ValueError(f"validation part {part!r}: expected 'stop' or 'select'")
+    stop = stop_users(table.column("user_id").to_numpy(zero_copy_only=False), share)
+    if stop.all() or not stop.any():
+        log.warning("validation day: its %d users all fall in one part (train.early_stop_user_share=%s); early "
+                    "stopping and selection both read every validation record", len(np.unique(
+                        table.column("user_id").to_numpy(zero_copy_only=False))), share)
+        return table
+    return table.filter(pa.array(stop if part == "stop" else ~stop))
 
 
 def item_probabilities(cfg: MerConfig, ds: str, catalog: Catalog) -> np.ndarray | None:

@@ -1,8 +1,9 @@
 """Stage 4: evaluate every model trained for ds (`mer evaluate`): towers and simple baselines alike.
 
 Two days are scored, each written with its `split` in eval_metrics:
-- val (the day before the eval day): what early stopping already saw; bless decides on it, so the
-  eval day never selects anything;
+- val (the day before the eval day), its "select" users only (data.validation_part: the users early
+  stopping did not read, so every tower and baseline is scored on records none was chosen on); bless decides
+  on it, so the eval day never selects anything;
 - eval (ds): scored once per trained model, the figures we report.
 Per model: HR@K (max over a user's embeddings, exact search over the eval corpus) on all records and on
 *novel* records (the target is not in the user's own history), per segment; CR: HR@K and filtered
@@ -363,7 +364,9 @@ def combined(dcm: ModelEval, cr: ModelEval, cfg: MerConfig, batch: Batch) -> Mod
 
 
 def eval_table(cfg: MerConfig, ds: str, split: str, catalog: Catalog) -> pa.Table:
-    table = read_eval(cfg, ds, cfg.eval.max_eval_records, cfg.eval.seed, split=split)
+    # The validation day's "select" users: the ones no tower was early-stopped on (data.validation_part).
+    table = read_eval(cfg, ds, cfg.eval.max_eval_records, cfg.eval.seed, split=split,
+                      part="select" if split == "val" else None)
     keep = catalog.rows(table.column("item_id").to_numpy().astype(np.int64)) > 0
     table = table.filter(pa.array(keep))
     if table.num_rows == 0:

@@ -297,8 +297,10 @@ def train_tower(cfg: MerConfig, ds: str, model: str, variant: str | None) -> dic
     log_prob = None if prob is None else torch.from_numpy(np.log(np.clip(prob, 1e-9, None))).float()
 
     # Early stopping scores the validation day only: the eval day is never read while training.
-    val = eval_batch(read_eval(cfg, ds, t.early_stop_records, t.seed, conditioned_only=spec.conditioned, split="val"),
-                     catalog, tc.history_len)
+    # Early stopping reads the validation day's "stop" users only: the others are kept for what selects between
+    # trained towers (tune, bless), which would otherwise score each tower on the records it was stopped on.
+    val = eval_batch(read_eval(cfg, ds, t.early_stop_records, t.seed, conditioned_only=spec.conditioned, split="val",
+                               part="stop"), catalog, tc.history_len)
     if val is None or len(val) == 0:
         if spec.conditioned and not has_logged_conditions(cfg, ds):
             raise NotApplicable(
