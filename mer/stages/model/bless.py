@@ -4,7 +4,9 @@ the strongest simple baseline, and must not regress against the last blessed mod
     candidate HR@K >= single HR@K * (1 + bless_margin)                  (relative margin)
     candidate HR@K >= best simple baseline HR@K * (1 + bless_margin)    (when baselines were trained)
     candidate HR@K >= last blessed HR@K * (1 - bless_tolerance)         (no regression)
-K is the first of cfg.eval.ks; every HR is the val split's.
+K is the first of cfg.eval.ks; every HR is the val split's, on the validation day's users that early stopping
+did not read (data.validation_part), so a tower's early-stopping luck does not count in its favour against a
+baseline that has none.
 
 Each run writes its verdict, blessed or not, to ``run_dir(ds)/bless.json`` and to nothing else. "The last
 blessed model" is the newest record strictly before ``ds`` that was blessed on the same metric, found by

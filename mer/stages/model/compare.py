@@ -31,7 +31,8 @@ NOTE = ("HR scores an item by the max over a user's embeddings; hr_novel: record
         "tagged with it. hr_served = the served merge at the serving budget. 'vs single' / 'vs best baseline': "
         "ratio of HR@100 on the records both were scored on, with its paired bootstrap 95% interval (resampling "
         "users: a user's records are not independent); the best "
-        "baseline is the strongest simple baseline on the validation day.")
+        "baseline is the strongest simple baseline on the validation day. 'val hr@100': the validation day's users "
+        "that early stopping did not read (half of them), the figure bless decides on.")
 RUNS = [("popularity", None), ("itemknn", "sum"), ("itemknn", "max"), ("pretrained", "mean"), ("pretrained", "max"),
         ("als", None), ("inverted", None), ("pinnersage", None), ("single", None), ("dcm", None), ("mind", None), ("sa", None),
         ("token", None), ("cr", "source"), ("cr", "item"), ("dcm", "no-vafpi"), ("dcm", "no-sar"), ("dcm", "k2"),

@@ -44,11 +44,29 @@ def sample(trial: optuna.Trial) -> dict:
     return params
 
 
+class Selection:
+    """The records trained towers are compared on: the validation day's "select" users (the ones early stopping
+    did not read), sampled as the evaluation samples them; for a conditioned tower (CR), the records with a logged
+    condition, as its early stopping reads. `mer tune` scores its trials with it, bench/bench_setting.py the
+    settings it compares."""
+
+    def __init__(self, cfg: MerConfig, ds: str, model: str, variant: str | None):
+        from mer.stages.model.data import corpus_rows, load_catalog, read_eval
+        from mer.stages.model.zoo import tower_spec
+
+        self.catalog = load_catalog(cfg, ds)
+        self.corpus = corpus_rows(cfg, ds, self.catalog)
+        self.table = read_eval(cfg, ds, cfg.eval.max_eval_records, cfg.eval.seed, split="val", part="select",
+                               conditioned_only=tower_spec(model, variant).conditioned)
+
+    def hr(self, net, k: int = 100) -> float:
+        from mer.stages.model.scoring import eval_batch, hr_at
+
+        return float(hr_at(net, eval_batch(self.table, self.catalog, net.c.history_len), self.catalog, self.corpus, k))
+
+
 def run(cfg: MerConfig, ds: str, model: str = "dcm", variant: str | None = None, trials: int | None = None) -> dict:
-    from mer.stages.model.data import corpus_rows, load_catalog, read_eval
-    from mer.stages.model.scoring import eval_batch, hr_at
     from mer.stages.model.train import train_tower
-    from mer.stages.model.zoo import tower_spec
 
     validate_ds(ds)
     variant = check_variant(model, variant)
@@ -66,20 +84,14 @@ def run(cfg: MerConfig, ds: str, model: str = "dcm", variant: str | None = None,
     if cfg.tune.enqueue_defaults:  # the current defaults are trial 0: a search that finds nothing better says so
         study.enqueue_trial({k: getattr(own, k) for k in (*SPACE, *CHOICES)})
     rows = []
-    # The records every trial is scored on: the validation day's "select" users, sampled as the evaluation samples
-    # them; a conditioned tower (CR) on the records with a logged condition, as its early stopping.
-    catalog = load_catalog(cfg, ds)
-    corpus = corpus_rows(cfg, ds, catalog)
-    select = read_eval(cfg, ds, cfg.eval.max_eval_records, cfg.eval.seed, split="val", part="select",
-                       conditioned_only=tower_spec(model, variant).conditioned)
+    select = Selection(cfg, ds, model, variant)
 
     def objective(trial: optuna.Trial) -> float:
         params = sample(trial)
         tcfg = cfg.model_copy(update={"train": own.model_copy(update=params)})
         t0 = time.time()
         fit = train_tower(tcfg, ds, model, variant)
-        net = fit["net"]
-        value = float(hr_at(net, eval_batch(select, catalog, net.c.history_len), catalog, corpus, 100))
+        value = select.hr(fit["net"])
         rows.append({"model": name, "trial": trial.number, "params": json.dumps(params, sort_keys=True),
                      "val_hr_at_100": value, "steps": int(fit["extra"]["steps"]),
                      "seconds": round(time.time() - t0, 2)})
