@@ -43,8 +43,9 @@ def val_hr(cfg: MerConfig, net) -> float:
     from mer.stages.model.scoring import eval_batch, hr_at
 
     catalog = load_catalog(cfg, DS, load_topic_vocab(cfg, DS))
-    ev = eval_batch(read_eval(cfg, DS, cfg.train.early_stop_records, cfg.train.seed, split="val"), catalog,
-                    net.c.history_len)
+    # the records early stopping scores: the validation day's "stop" users (data.validation_part)
+    ev = eval_batch(read_eval(cfg, DS, cfg.train.early_stop_records, cfg.train.seed, split="val", part="stop"),
+                    catalog, net.c.history_len)
     with torch.no_grad():
         return hr_at(net, ev, catalog, corpus_rows(cfg, DS, catalog), 100)
 
