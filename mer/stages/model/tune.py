@@ -58,11 +58,15 @@ class Selection:
         self.corpus = corpus_rows(cfg, ds, self.catalog)
         self.table = read_eval(cfg, ds, cfg.eval.max_eval_records, cfg.eval.seed, split="val", part="select",
                                conditioned_only=tower_spec(model, variant).conditioned)
+        self._batches: dict[int, object] = {}  # by history length: every trial of a search scores the same batch
 
     def hr(self, net, k: int = 100) -> float:
         from mer.stages.model.scoring import eval_batch, hr_at
 
-        return float(hr_at(net, eval_batch(self.table, self.catalog, net.c.history_len), self.catalog, self.corpus, k))
+        n = net.c.history_len
+        if n not in self._batches:
+            self._batches[n] = eval_batch(self.table, self.catalog, n)
+        return float(hr_at(net, self._batches[n], self.catalog, self.corpus, k))
 
 
 def run(cfg: MerConfig, ds: str, model: str = "dcm", variant: str | None = None, trials: int | None = None) -> dict:
