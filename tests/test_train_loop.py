@@ -130,22 +130,29 @@ def test_the_kept_weights_are_the_moving_average_of_the_trained_ones(cfg, monkey
         assert torch.allclose(p, torch.full_like(p, kept)), name
 
 
-@pytest.mark.parametrize("epochs, rising, max_cycles, frac, lr_frac, steps_run, cycles", [
-    (2, True, 2, 0.5, 0.5, 16, 2),  # two cycles of 4 steps
-    (2, True, 1, 1.0, 0.3, 16, 1),  # one cycle of 8 steps (extend_frac 1), restarted at 0.3 x lr
-    (2, True, 0, 0.5, 0.5, 8, 0),  # extensions off
-    (2, False, 2, 0.5, 0.5, 8, 0),  # the score stopped rising: the budget was enough
-    (1, True, 2, 0.5, 0.5, 4, 0),  # one period alone says nothing about a trend
+SCORES = {"rising": list(np.linspace(0.1, 0.9, 10)), "fell": [0.9, 0.1] + [0.1] * 8,
+          "level": [0.5, 0.499] + [0.0] * 8}  # level: 0.001 below the best, within any sample's standard error
+
+
+@pytest.mark.parametrize("epochs, curve, tolerance, max_cycles, frac, lr_frac, steps_run, cycles", [
+    (2, "rising", 1.0, 2, 0.5, 0.5, 16, 2),  # two cycles of 4 steps
+    (2, "rising", 1.0, 1, 1.0, 0.3, 16, 1),  # one cycle of 8 steps (extend_frac 1), restarted at 0.3 x lr
+    (2, "rising", 1.0, 0, 0.5, 0.5, 8, 0),  # extensions off
+    (2, "fell", 1.0, 2, 0.5, 0.5, 8, 0),  # the score fell far below its best: the budget was enough
+    (2, "level", 1.0, 2, 0.5, 0.5, 12, 1),  # level within the noise: one cycle, and its period fell: no second
+    (2, "level", 0.0, 2, 0.5, 0.5, 8, 0),  # tolerance 0: only a last period at the best extends
+    (1, "rising", 1.0, 2, 0.5, 0.5, 4, 0),  # one period alone says nothing about a trend
 ])
-def test_a_tower_still_gaining_at_the_end_of_its_budget_trains_another_cycle(cfg, monkeypatch, epochs, rising,
-                                                                              max_cycles, frac, lr_frac, steps_run,
-                                                                              cycles):
-    """Budget `epochs` periods x 4 steps. A validation score that still rises at the budget's end buys up to
-    extend_cycles cycles of extend_frac x the budget (at least a period), each restarting the LR at
-    extend_lr_frac x lr and decaying it to lr_final_frac x lr; a score that stopped rising buys none."""
+def test_a_tower_still_gaining_at_the_end_of_its_budget_trains_another_cycle(cfg, monkeypatch, epochs, curve,
+                                                                              tolerance, max_cycles, frac, lr_frac,
+                                                                              steps_run, cycles):
+    """Budget `epochs` periods x 4 steps. A validation score still at its best (within extend_tolerance standard
+    errors) at the budget's end buys up to extend_cycles cycles of extend_frac x the budget (at least a period),
+    each restarting the LR at extend_lr_frac x lr and decaying it to lr_final_frac x lr; a score that fell buys
+    none."""
     from mer.stages.model import train
 
-    lrs, scores = [], iter(np.linspace(0.1, 0.9, 10) if rising else [0.5, 0.4] + [0.3] * 8)
+    lrs, scores = [], iter(SCORES[curve])
 
     def fake_step(net, batch, log_q, opt, *a, **k):
         lrs.append(opt.param_groups[0]["lr"])
@@ -155,7 +162,8 @@ def test_a_tower_still_gaining_at_the_end_of_its_budget_trains_another_cycle(cfg
     monkeypatch.setattr(train, "hr_at", lambda *a, **k: float(next(scores)))
     cfg.train = cfg.train.model_copy(update={
         "max_steps_per_epoch": 4, "epochs": epochs, "min_steps": 0, "lr": 1.0, "warmup_frac": 0.05, "lr_final_frac": 0.1,
-        "extend_cycles": max_cycles, "extend_frac": frac, "extend_lr_frac": lr_frac, "patience": 5})
+        "extend_cycles": max_cycles, "extend_frac": frac, "extend_lr_frac": lr_frac, "extend_tolerance": tolerance,
+        "patience": 5})
     fit = train.train_tower(cfg, DS, "single", None)
     budget = 4 * epochs
     assert len(lrs) == steps_run and len(fit["curve"]) == steps_run // 4
@@ -170,6 +178,19 @@ def test_a_tower_still_gaining_at_the_end_of_its_budget_trains_another_cycle(cfg
         assert restarts == pytest.approx([lr_frac] * cycles)
         assert lrs[budget + extra - 1] == pytest.approx(
             0.1 + (lr_frac - 0.1) * 0.5 * (1 + math.cos(math.pi * (extra - 2) / (extra - 1))))
+
+
+def test_still_gaining_allows_the_best_periods_binomial_standard_error():
+    from mer.stages.model.train import still_gaining
+
+    # best 0.5 over 100 records: standard error sqrt(0.25 / 100) = 0.05
+    assert still_gaining(0.46, 0.5, 100, 1.0) and not still_gaining(0.44, 0.5, 100, 1.0)
+    assert still_gaining(0.41, 0.5, 100, 2.0) and not still_gaining(0.39, 0.5, 100, 2.0)
+    assert still_gaining(0.5, 0.5, 100, 0.0) and not still_gaining(0.4999, 0.5, 100, 0.0)
+    # best 0.9 over 400 records: sqrt(0.09 / 400) = 0.015
+    assert still_gaining(0.886, 0.9, 400, 1.0) and not still_gaining(0.884, 0.9, 400, 1.0)
+    # a perfect (or empty) best has no spread: only the best itself counts
+    assert still_gaining(1.0, 1.0, 50, 1.0) and not still_gaining(0.99, 1.0, 50, 1.0)
 
 
 def test_an_extension_that_would_climb_instead_of_decay_is_a_config_error():

@@ -232,6 +232,15 @@ def step_budget(cfg: MerConfig, ds: str, spec: TowerSpec, world: int = 1) -> tup
     return per_epoch, budget, max(per_epoch, -(-budget // max(1, t.epochs)))
 
 
+def still_gaining(last: float, best: float, n: int, tolerance: float) -> bool:
+    """Whether a budget's last validation score (HR over n early-stopping records) counts as still at the best.
+
+    Within `tolerance` binomial standard errors of the best period's HR, sqrt(best (1 - best) / n): on a sample
+    of a few thousand records from a few dozen users, "the last period beat every one before it" decides on
+    noise (bench/RESULTS.md, session 24). tolerance 0 asks for the best itself."""
+    return last >= best - tolerance * math.sqrt(max(best * (1.0 - best), 0.0) / max(n, 1))
+
+
 def lr_schedule(opt: torch.optim.Optimizer, budget: int, warmup_frac: float, final_frac: float, peak: float = 1.0):
     """Linear warmup over warmup_frac of the budget to peak x lr, then cosine decay to final_frac x lr at the budget."""
     warm = max(1, int(budget * warmup_frac))
@@ -409,11 +418,13 @@ def train_tower(cfg: MerConfig, ds: str, model: str, variant: str | None) -> dic
             bad_epochs += 1
             if bad_epochs >= t.patience:
                 break
-        if total_steps >= budget and bad_epochs == 0 and epoch > 1 and cycles < t.extend_cycles:
-            # Still gaining when the budget ran out (the last period beat every one before it): another, shorter
-            # cycle from the current weights, its LR warmed up to extend_lr_frac x lr and decayed again (a warm
-            # restart). A tower that peaked before the end of its budget never gets here, so this costs nothing
-            # where the budget was enough; one period alone says nothing about a trend.
+        if (total_steps >= budget and epoch > 1 and cycles < t.extend_cycles
+                and still_gaining(score, best, len(val), t.extend_tolerance)):
+            # Still gaining when the budget ran out (the last period at the best, within the sample's noise):
+            # another, shorter cycle from the current weights, its LR warmed up to extend_lr_frac x lr and decayed
+            # again (a warm restart). A tower that peaked well before the end of its budget never gets here, so
+            # this costs nothing where the budget was enough; one period alone says nothing about a trend. Patience
+            # carries over: a cycle granted on a period short of the best ends at the next one that is no better.
             cycles += 1
             extra = max(period, int(budget_0 * t.extend_frac))
             budget += extra
