@@ -191,6 +191,7 @@ def test_still_gaining_allows_the_best_periods_binomial_standard_error():
     assert still_gaining(0.886, 0.9, 400, 1.0) and not still_gaining(0.884, 0.9, 400, 1.0)
     # a perfect (or empty) best has no spread: only the best itself counts
     assert still_gaining(1.0, 1.0, 50, 1.0) and not still_gaining(0.99, 1.0, 50, 1.0)
+    assert not still_gaining(-1.0, -1.0, 50, 1.0)  # the loop's "no score" (NaN) against no score
 
 
 def test_an_extension_that_would_climb_instead_of_decay_is_a_config_error():
@@ -269,6 +270,20 @@ def test_no_validation_score_in_any_period_is_a_clear_error(cfg, monkeypatch):
                                        rf"\(split='val'\) in ds={DS}"):
         train.run(cfg, DS, "single")
     assert not (cfg.run_dir(DS) / "models" / "single").exists()
+
+
+def test_a_nan_validation_score_buys_no_extension(cfg, monkeypatch):
+    """NaN is no score: it is never "within the noise of the best", so the budget is not extended on it."""
+    from mer.stages.model import train
+
+    calls = []
+    monkeypatch.setattr(train, "train_step", lambda *a, **k: 1.0)
+    monkeypatch.setattr(train, "hr_at", lambda *a, **k: calls.append(1) or math.nan)
+    cfg.train = cfg.train.model_copy(update={"max_steps_per_epoch": 4, "epochs": 2, "min_steps": 0, "patience": 5,
+                                             "extend_cycles": 2, "extend_tolerance": 1.0})
+    with pytest.raises(MerError, match="got no validation-day score"):
+        train.train_tower(cfg, DS, "single", None)
+    assert len(calls) == 2  # the budget's two periods, no cycle after them
 
 
 # ------------------------------------------------------------------------------------ serving: no hidden state

@@ -237,8 +237,9 @@ def still_gaining(last: float, best: float, n: int, tolerance: float) -> bool:
 
     Within `tolerance` binomial standard errors of the best period's HR, sqrt(best (1 - best) / n): on a sample
     of a few thousand records from a few dozen users, "the last period beat every one before it" decides on
-    noise (bench/RESULTS.md, session 24). tolerance 0 asks for the best itself."""
-    return last >= best - tolerance * math.sqrt(max(best * (1.0 - best), 0.0) / max(n, 1))
+    noise (bench/RESULTS.md, session 24). tolerance 0 asks for the best itself. No score (NaN, kept as -1 by the
+    loop) is never still gaining."""
+    return last >= 0 and last >= best - tolerance * math.sqrt(max(best * (1.0 - best), 0.0) / max(n, 1))
 
 
 def lr_schedule(opt: torch.optim.Optimizer, budget: int, warmup_frac: float, final_frac: float, peak: float = 1.0):
