@@ -1,20 +1,12 @@
 """bench/bench_quality.py's data sets: `synthetic-sparse` is the generator with the sparse, content-driven preset."""
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench_quality.py"
-
-
-def _bench_module():
-    spec = importlib.util.spec_from_file_location("bench_quality", BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _counts(root: Path) -> tuple[int, int, float]:
@@ -24,8 +16,10 @@ def _counts(root: Path) -> tuple[int, int, float]:
     return items.num_rows, len(users), float((users["segment"] == "core").mean())
 
 
-def test_synthetic_sparse_is_the_generator_with_the_sparse_preset(tmp_path):
-    bench = _bench_module()
+def test_synthetic_sparse_is_the_generator_with_the_sparse_preset(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH.parent))  # as tests/test_bench_setting.py imports its bench
+    import bench_quality as bench
+
     bench.prepare("synthetic", tmp_path / "default")
     bench.prepare("synthetic-sparse", tmp_path / "sparse")
     n_items, n_users, core = _counts(tmp_path / "default")
