@@ -108,10 +108,17 @@ def test_user_embeddings_for_implicit_and_explicit_models(trained):
     cfg, _ = trained
     dcm = user_embeddings(cfg, DS, "dcm", [1, 2, 3])
     assert set(dcm) <= {1, 2, 3} and dcm
+    t = cfg.train
     for rec in dcm.values():
         k, d = rec["embeddings"].shape
-        assert 1 <= k <= cfg.train.k_im and d == cfg.train.embed_dim
+        assert 1 <= k <= t.k_im + t.recent_queries and d == t.embed_dim
         assert rec["importance"].shape == (k,) and (rec["importance"] > 0).all()
+        # the interests (unit) first, then the user's recent items (their item embedding x recent_scale)
+        norms = np.linalg.norm(rec["embeddings"], axis=1)
+        n_int = int(np.isclose(norms, 1.0, atol=1e-4).sum())
+        assert 1 <= n_int <= t.k_im and np.allclose(norms[:n_int], 1.0, atol=1e-4)
+        assert 1 <= k - n_int <= t.recent_queries and np.allclose(norms[n_int:], t.recent_scale, atol=1e-4)
+        assert np.allclose(rec["importance"][n_int:], t.recent_scale)
     cr = user_embeddings(cfg, DS, "cr")
     follows = read_partition(cfg.raw_table("user_follows"), DS).to_pandas()
     for u, rec in list(cr.items())[:20]:

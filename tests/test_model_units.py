@@ -624,3 +624,47 @@ def test_pinnersage_medoid_and_importance_on_six_points():
     assert len(set(labels[:3])) == 1 and len(set(labels[3:])) == 1 and labels[0] != labels[3]
     med1, imp1, _ = cluster_user(emb, age, max_clusters=1, decay=0.1)
     assert med1.tolist() == [0]
+
+
+def test_recent_items_known_answer():
+    """The latest member slots first (slot L-1 is the most recent), each item's encoding x scale; past the user's
+    members and past the history's length the embeddings are empty (zero, importance 0)."""
+    from mer.stages.model.dcm import recent_items
+
+    e = torch.arange(1, 9, dtype=torch.float32).view(1, 4, 2)  # slot l holds (2l+1, 2l+2)
+    members = torch.tensor([[False, True, True, False]])  # slot 3 is a hide, slot 0 empty
+    q, imp = recent_items(e, members, 3, 0.5)
+    assert torch.equal(q, torch.tensor([[[2.5, 3.0], [1.5, 2.0], [0.0, 0.0]]]))
+    assert torch.equal(imp, torch.tensor([[0.5, 0.5, 0.0]]))
+    q, imp = recent_items(e, torch.ones(1, 4, dtype=torch.bool), 6, 1.0)  # longer than the history: padded
+    assert torch.equal(q[0, :4], e[0].flip(0)) and torch.equal(imp, torch.tensor([[1.0] * 4 + [0.0] * 2]))
+
+
+def test_dcm_serves_its_recent_items_after_its_interests_at_inference_only():
+    from mer.stages.model.item_tower import TowerConfig
+    from mer.stages.model.zoo import TwoTower
+
+    torch.manual_seed(0)
+    c = TowerConfig(model="dcm", k=2, history_len=4, pre_dim=4, dim=8, history_encoder="item_tower", anchor=True,
+                    recent_queries=3, recent_scale=0.7)
+    net = TwoTower(c)
+    pre = torch.randn(2, 4, 4)
+    z = torch.zeros(2, 4, dtype=torch.long)
+    mask = torch.tensor([[True, True, True, True], [False, False, True, True]])
+    args = (pre, torch.zeros(2, 4), z, z, z, torch.arange(8).view(2, 4), mask, torch.ones(2, 4, dtype=torch.bool),
+            torch.zeros(2, dtype=torch.long))
+    net.train()
+    o, imp = net.user(*args)
+    assert o.shape == (2, 2, 8) and imp.shape == (2, 2)  # training scores the interests only
+    net.eval()
+    with torch.no_grad():
+        o, imp = net.user(*args)
+        items = net.item(pre, torch.zeros(2, 4), z, z, z, torch.arange(8).view(2, 4))  # psi of each history slot
+    assert o.shape == (2, 5, 8) and c.n_embeddings == 5
+    assert torch.allclose(o[0, 2:], 0.7 * items[0, [3, 2, 1]], atol=1e-6)  # most recent first
+    assert torch.allclose(o[1, 2:4], 0.7 * items[1, [3, 2]], atol=1e-6) and torch.equal(o[1, 4], torch.zeros(8))
+    assert torch.allclose(imp[:, 2:], torch.tensor([[0.7, 0.7, 0.7], [0.7, 0.7, 0.0]]))
+    c.recent_queries = 0  # the interests alone (the tower saved before recent items, the no-recent ablation)
+    with torch.no_grad():
+        o0, _ = net.user(*args)
+    assert torch.allclose(o0, o[:, :2])

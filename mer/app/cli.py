@@ -155,7 +155,8 @@ def train(
                                        "pinnersage (Ward clusters + medoids); simple baselines fitted on the train "
                                        "split: popularity | itemknn | pretrained | inverted")] = "dcm",
     variant: Annotated[Optional[Variant], typer.Option(
-                                                   help="cr: source | item; dcm: no-vafpi | no-sar | k2 | k4 | k7; "
+                                                   help="cr: source | item; dcm: no-vafpi | no-sar | k2 | k4 | k7 | "
+                                                   "no-recent; "
                                                    "itemknn: sum | max; pretrained: mean | max")] = None,
     ds: DsOpt = None,
     root: RootOpt = None,

@@ -202,6 +202,17 @@ class TrainConfig(Section):
     # single's one embedding on MovieLens; anchored, it shifts the whole-history taste towards its cluster.
     # Validation day, 3 seeds: MovieLens 0.291 -> 0.306, synthetic level (0.619 -> 0.617).
     anchor: bool = True
+    # DCM serves, besides its k_im interests, the user's recent_queries most recent valid history items as
+    # embeddings of their own: their item-tower embeddings scaled by recent_scale (a scaled query scores every
+    # item at that fraction of its cosine, so an item query wins the max rule only where it is much closer than
+    # any interest), importance recent_scale each (one item's weight in the served merge next to a cluster's
+    # sum of members). An interest is a taste anchored on the whole history; a user's last few items are
+    # neighbourhoods of their own, which a short history (a light user) is mostly made of. Inference only: the
+    # tower trains on its k_im interests as before. Chosen on the validation day's select users over every data
+    # set, the trained DCMs of `mer compare` (session 26, bench/RESULTS.md): 5 / 0.7 moves MovieLens 0.3863 ->
+    # 0.4033, synthetic 0.6390 -> 0.6456, synthetic-sparse 0.5633 -> 0.5886. 0 = the interests only.
+    recent_queries: int = Field(default=5, ge=0)
+    recent_scale: float = Field(default=0.7, gt=0.0, le=1.0)
     # Multi-embedding towers (DCM, MIND, SA; interest-token by_model): this share of the loss scores the positive
     # and every negative by the max over the user's embeddings, the rule retrieval ranks by; the rest is Eq 9 as
     # the paper trains (negatives scored by the positive's embedding alone, which never compares one interest's

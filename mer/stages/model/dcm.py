@@ -6,6 +6,7 @@
     c_j   = squash(sum_i b_ij e_i)                       Eq 2 / 3
     o_u^j = normalize(c_j + MLP(c_j)), importance_j = sum_i b_ij (3.5)
     anchor: o_u^j = normalize(w_g g + w_c c_j + MLP([c_j, g])), g = attended history (as single pools it)
+    inference: + the recent_queries most recent valid items' embeddings psi(h) x recent_scale (recent_items)
 
 Ablations: va_fpi=False -> plain FPI over every history item; sar=False -> soft routing (Eq 1).
 """
@@ -94,6 +95,27 @@ def route(e: torch.Tensor, c: torch.Tensor, item_mask: torch.Tensor, active: tor
     return step(c, e)
 
 
+def recent_items(e: torch.Tensor, members: torch.Tensor, n: int, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The n most recent member slots' encodings x scale [B, n, d] (most recent first) and their importance [B, n]:
+    scale for a real item, 0 where the user has fewer than n members (an empty embedding: not scored or served).
+
+    e are the history items' item-tower embeddings (the history is encoded by psi), so a query is the item itself:
+    at scale s it scores a corpus item s x cos, and wins the max over the user's embeddings only where it is much
+    closer than every interest is.
+    """
+    L = members.shape[1]
+    pos = torch.arange(L, device=e.device).expand_as(members)
+    idx = torch.where(members, pos, -1).topk(min(n, L), dim=1).values  # latest member slots; -1: no more members
+    has = idx >= 0
+    q = e.gather(1, idx.clamp_min(0).unsqueeze(-1).expand(-1, -1, e.shape[-1])) * (scale * has.unsqueeze(-1).to(e.dtype))
+    importance = scale * has.to(e.dtype)
+    if idx.shape[1] < n:  # a history shorter than n slots: pad to n empty embeddings, the exported shape
+        pad = n - idx.shape[1]
+        q = torch.cat([q, q.new_zeros(q.shape[0], pad, q.shape[2])], 1)
+        importance = torch.cat([importance, importance.new_zeros(importance.shape[0], pad)], 1)
+    return q, importance
+
+
 class DCMTower(nn.Module):
     association = "argmax"  # Eq 8
     # Empty and duplicate clusters come out with zero importance: scoring and serving skip them.
@@ -105,7 +127,8 @@ class DCMTower(nn.Module):
              "no-sar": TowerSpec(multi_interest=True, overrides={"sar": False}),
              "k2": TowerSpec(multi_interest=True, overrides={"k": 2}),
              "k4": TowerSpec(multi_interest=True, overrides={"k": 4}),
-             "k7": TowerSpec(multi_interest=True, overrides={"k": 7})}
+             "k7": TowerSpec(multi_interest=True, overrides={"k": 7}),
+             "no-recent": TowerSpec(multi_interest=True, overrides={"recent_queries": 0})}
 
     def __init__(self, c: TowerConfig, item: nn.Module | None = None):
         super().__init__()
@@ -147,8 +170,12 @@ class DCMTower(nn.Module):
         c, b = route(e, c0, members, active, self.c.routing_iters, self.c.sar, weight)
         importance = b.sum(-1) * active.to(b.dtype)  # 3.5: cluster importance = sum_i b_ij
         if not self.c.anchor:
-            return F.normalize(c + self.head(c), dim=-1), importance
-        g = attention_pool(e, members, logit, self.anchor_pos if self.c.recency else None)
-        g = g.unsqueeze(1).expand_as(c)  # [B, K, d]
-        o = self.anchor_w * g + self.centroid_w * c + self.head(torch.cat([c, g], dim=-1))
-        return F.normalize(o, dim=-1), importance
+            o = F.normalize(c + self.head(c), dim=-1)
+        else:
+            g = attention_pool(e, members, logit, self.anchor_pos if self.c.recency else None)
+            g = g.unsqueeze(1).expand_as(c)  # [B, K, d]
+            o = F.normalize(self.anchor_w * g + self.centroid_w * c + self.head(torch.cat([c, g], dim=-1)), dim=-1)
+        if self.c.recent_queries and not self.training:
+            q, q_imp = recent_items(e, members, self.c.recent_queries, self.c.recent_scale)
+            return torch.cat([o, q], 1), torch.cat([importance, q_imp], 1)
+        return o, importance

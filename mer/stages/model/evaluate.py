@@ -206,10 +206,12 @@ def evaluate_implicit(net, name: str, conf: dict, cfg: MerConfig, batch: Batch, 
     if not full:
         return ev
     if user.shape[1] > 1:
+        k = net.c.k  # how alike the interests are (collapse); DCM's recent-item embeddings follow them
         for seg in SEGMENTS:
             w = np.ones(len(batch), bool) if seg == "all" else batch.segments == seg
             wt = torch.from_numpy(w)
-            ev.metrics.append(("mean_pairwise_cos", seg, mean_pairwise_cosine(user[wt], active[wt]) if w.any() else float("nan")))
+            ev.metrics.append(("mean_pairwise_cos", seg,
+                               mean_pairwise_cosine(user[wt, :k], active[wt, :k]) if w.any() else float("nan")))
         ev.metrics.append(("active_embeddings", "all", float(active.sum(1).float().mean())))
     ev.candidates = embedding_lists(user, imp * active, active, corpus_emb, corpus, cfg.eval.serve_budget)
     _served_metrics(ev, cfg, served([(name, False, ev.candidates)], cfg.eval.serve_budget), batch, catalog)

@@ -62,6 +62,16 @@ class TowerConfig:
     scaled_memory: bool = False
     # Training only (no module depends on it): the share of the loss scored by the max-rule (train.max_rule_weight).
     max_rule_weight: float = 0.0
+    # DCM at inference: besides its k interests, the user's most recent valid history items (their item-tower
+    # embeddings, scaled by recent_scale) are served as embeddings of their own (dcm.recent_items). 0 = k interests
+    # only, the tower saved before session 26.
+    recent_queries: int = 0
+    recent_scale: float = 1.0
+
+    @property
+    def n_embeddings(self) -> int:
+        """Embeddings per user the tower outputs at inference (k interests + recent items)."""
+        return self.k + self.recent_queries
 
     def to_dict(self) -> dict:
         return asdict(self)

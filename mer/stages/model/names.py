@@ -7,6 +7,7 @@ BASELINES = ("popularity", "itemknn", "pretrained", "als", "inverted")
 ALL_MODELS = TRAINED + ("pinnersage",) + BASELINES
 # The paper's implicit multi-interest comparators (Table 1): the candidate tower (DCM) is compared with each.
 IMPLICIT_COMPARATORS = ("mind", "sa", "token")
-VARIANTS = {"cr": ("source", "item", "logged"), "dcm": ("no-vafpi", "no-sar", "k2", "k4", "k7"), "itemknn": ("sum", "max"),
+VARIANTS = {"cr": ("source", "item", "logged"), "dcm": ("no-vafpi", "no-sar", "k2", "k4", "k7", "no-recent"),
+            "itemknn": ("sum", "max"),
             "pretrained": ("mean", "max")}
 DEFAULT_VARIANT = {"cr": "source", "itemknn": "sum", "pretrained": "mean"}

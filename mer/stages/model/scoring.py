@@ -28,7 +28,7 @@ def encode_users(net, inputs: tuple[torch.Tensor, ...], chunk: int = 1024) -> tu
         embs.append(e)
         imps.append(i)
     if not embs:
-        return torch.zeros(0, net.c.k, net.c.dim), torch.zeros(0, net.c.k)
+        return torch.zeros(0, net.c.n_embeddings, net.c.dim), torch.zeros(0, net.c.n_embeddings)
     return torch.cat(embs), torch.cat(imps)
 
 

@@ -81,6 +81,8 @@ def tower_config(cfg: MerConfig, model: str, variant: str | None, *, pre_dim: in
     spec = tower_spec(model, variant)
     if spec.multi_interest:
         c.k = t.k_im
+    if model == "dcm" and t.history_encoder == "item_tower":  # the history's encodings are then item embeddings
+        c.recent_queries, c.recent_scale = t.recent_queries, t.recent_scale
     for key, value in spec.overrides.items():  # the variant's ablation (after k_im: "k2" sets k itself)
         setattr(c, key, value)
     return c
