@@ -38,28 +38,28 @@ class Scores:
     """One split's records: the tower's and the baseline's score of any columns, cached per chunk (every beta
     of the grid ranks the same records against the same columns)."""
 
-    def __init__(self, net, batch, catalog, baseline):
-        import torch
-
+    def __init__(self, net, batch, catalog, baseline, corpus: np.ndarray):
         from mer.stages.model.baselines import Records
-        from mer.stages.model.scoring import active_of, encode_users
+        from mer.stages.model.scoring import active_of, encode_items, encode_users
 
-        self.net, self.catalog = net, catalog
         self.user, imp = encode_users(net, batch.inputs)
         self.active = active_of(net, imp)
         self.records = Records.from_batch(batch)
         self.baseline = baseline
-        self.torch = torch
+        # every column a chunk can ask for (the corpus and the records' positives), encoded once
+        self.rows = np.union1d(corpus, batch.target_rows.numpy())
+        self.emb = encode_items(net, catalog, self.rows)
         self.cache: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
 
     def parts(self, sl: slice, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         key = (sl.start, sl.stop)
         if key not in self.cache:
-            from mer.stages.model.metrics import max_rule_scores
-            from mer.stages.model.scoring import encode_items
+            import torch
 
-            emb = encode_items(self.net, self.catalog, cols)
-            with self.torch.no_grad():
+            from mer.stages.model.metrics import max_rule_scores
+
+            emb = self.emb[torch.from_numpy(np.searchsorted(self.rows, cols))]
+            with torch.no_grad():
                 tower = max_rule_scores(self.user[sl], self.active[sl], emb).double().numpy()
             self.cache[key] = (tower, np.asarray(self.baseline.score(self.records[sl], cols), dtype=np.float64))
         return self.cache[key]
@@ -105,27 +105,28 @@ def main(argv: list[str] | None = None) -> dict:
     ev = Evaluator(cfg, ds)  # the records, corpus and tie-break `mer evaluate` scores every model on
     baseline = load_baseline(base_folder, ev.catalog)
     out: dict = {"bench": "fusion", "root": a.root, "ds": ds, "model": a.model, "baseline": a.baseline}
-    split_ranks = {}
-    for split in ("val", "eval"):
+
+    def scored(split: str):
         b = ev.batch(split, net.c.history_len)
-        pos = b.target_rows.numpy()
-        sc = Scores(net, b, ev.catalog, baseline)
-        if split == "val":
-            hr = {beta: float(np.mean(sc.ranks(beta, pos, ev.corpus, ev.tiebreak) < K)) for beta in betas}
-            best = max(betas, key=lambda x: (round(hr[x], 6), -x))  # ties: the smaller beta
-            out["val"] = {"hr": {str(k): round(v, 4) for k, v in hr.items()}, "beta": best}
-            print(f"{a.model} + beta x {a.baseline} on {a.root} ds={ds}: validation HR@{K} by beta "
-                  + ", ".join(f"{k:g}: {v:.4f}" for k, v in hr.items()) + f" -> beta {best:g}")
-            continue
-        ranks = {"tower": sc.ranks(0.0, pos, ev.corpus, ev.tiebreak),
-                 "fused": sc.ranks(best, pos, ev.corpus, ev.tiebreak),
-                 a.baseline: sc.ranks(float("inf"), pos, ev.corpus, ev.tiebreak)}
-        if (ps_folder / "config.json").is_file():
-            ps_conf = json.loads((ps_folder / "config.json").read_text())
-            ranks["pinnersage"] = evaluate_pinnersage(ps_conf, cfg, ev.batch(split), ev.catalog, ev.corpus,
-                                                      full=False).ranks
-        split_ranks = (b, ranks)
-    b, ranks = split_ranks
+        return b, b.target_rows.numpy(), Scores(net, b, ev.catalog, baseline, ev.corpus)
+
+    # beta: the grid's best on the validation day (ties: the smaller beta)
+    b, pos, sc = scored("val")
+    hr = {beta: float(np.mean(sc.ranks(beta, pos, ev.corpus, ev.tiebreak) < K)) for beta in betas}
+    best = max(betas, key=lambda x: (round(hr[x], 6), -x))
+    out["val"] = {"hr": {str(k): round(v, 4) for k, v in hr.items()}, "beta": best}
+    print(f"{a.model} + beta x {a.baseline} on {a.root} ds={ds}: validation HR@{K} by beta "
+          + ", ".join(f"{k:g}: {v:.4f}" for k, v in hr.items()) + f" -> beta {best:g}")
+
+    # the eval day, scored once with it
+    b, pos, sc = scored("eval")
+    ranks = {"tower": sc.ranks(0.0, pos, ev.corpus, ev.tiebreak),
+             "fused": sc.ranks(best, pos, ev.corpus, ev.tiebreak),
+             a.baseline: sc.ranks(float("inf"), pos, ev.corpus, ev.tiebreak)}
+    if (ps_folder / "config.json").is_file():
+        ps_conf = json.loads((ps_folder / "config.json").read_text())
+        ranks["pinnersage"] = evaluate_pinnersage(ps_conf, cfg, ev.batch("eval"), ev.catalog, ev.corpus,
+                                                  full=False).ranks
     segs = ["all"] + sorted(set(b.segments.tolist()))
     where = {s: np.ones(len(b), bool) if s == "all" else b.segments == s for s in segs}
     print(f"eval day, {len(b)} records, beta {best:g}")
@@ -134,19 +135,19 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{name:<16}" + "".join(f"{np.mean(r[where[s]] < K):>10.4f}" for s in segs))
     out["eval"] = {name: {s: round(float(np.mean(r[where[s]] < K)), 4) for s in segs} for name, r in ranks.items()}
     out["ratios"] = {}
+
+    def ratio(name: str, label: str, ref: str, s: str) -> None:
+        w = where[s]
+        r, lo, hi = paired_bootstrap_ratio(ranks[name][w] < K, ranks[ref][w] < K, n_boot=cfg.eval.bootstrap_samples,
+                                           seed=cfg.eval.seed, groups=b.user_ids[w])
+        out["ratios"][f"{name}/{ref}/{s}"] = [round(r, 4), round(lo, 4), round(hi, 4)]
+        print(f"{label} vs {ref} ({s}): {verdict(r, lo, hi)}")
+
     for ref in [r for r in ranks if r != "fused"]:
         for s in segs:
-            w = where[s]
-            ratio, lo, hi = paired_bootstrap_ratio(ranks["fused"][w] < K, ranks[ref][w] < K,
-                                                   n_boot=cfg.eval.bootstrap_samples, seed=cfg.eval.seed,
-                                                   groups=b.user_ids[w])
-            out["ratios"][f"fused/{ref}/{s}"] = [round(ratio, 4), round(lo, 4), round(hi, 4)]
-            print(f"fused vs {ref} ({s}): {verdict(ratio, lo, hi)}")
+            ratio("fused", "fused", ref, s)
     if "pinnersage" in ranks:
-        ratio, lo, hi = paired_bootstrap_ratio(ranks["tower"] < K, ranks["pinnersage"] < K,
-                                               n_boot=cfg.eval.bootstrap_samples, seed=cfg.eval.seed, groups=b.user_ids)
-        out["ratios"]["tower/pinnersage/all"] = [round(ratio, 4), round(lo, 4), round(hi, 4)]
-        print(f"{a.model} vs pinnersage (all): {verdict(ratio, lo, hi)}")
+        ratio("tower", a.model, "pinnersage", "all")
     print(json.dumps(out))
     return out
 
