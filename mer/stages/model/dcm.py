@@ -104,16 +104,13 @@ def recent_items(e: torch.Tensor, members: torch.Tensor, n: int, scale: float) -
     closer than every interest is.
     """
     L = members.shape[1]
-    pos = torch.arange(L, device=e.device).expand_as(members)
-    idx = torch.where(members, pos, -1).topk(min(n, L), dim=1).values  # latest member slots; -1: no more members
+    slots = torch.where(members, torch.arange(L, device=e.device).expand_as(members), -1)
+    # a history shorter than n slots still gives n embeddings (the exported shape): the extra slots hold no member
+    slots = F.pad(slots, (max(0, n - L), 0), value=-1)
+    idx = slots.topk(n, dim=1).values  # latest member slots; -1: no more members
     has = idx >= 0
     q = e.gather(1, idx.clamp_min(0).unsqueeze(-1).expand(-1, -1, e.shape[-1])) * (scale * has.unsqueeze(-1).to(e.dtype))
-    importance = scale * has.to(e.dtype)
-    if idx.shape[1] < n:  # a history shorter than n slots: pad to n empty embeddings, the exported shape
-        pad = n - idx.shape[1]
-        q = torch.cat([q, q.new_zeros(q.shape[0], pad, q.shape[2])], 1)
-        importance = torch.cat([importance, importance.new_zeros(importance.shape[0], pad)], 1)
-    return q, importance
+    return q, scale * has.to(e.dtype)
 
 
 class DCMTower(nn.Module):
